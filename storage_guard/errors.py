@@ -1,0 +1,90 @@
+"""Errors raised by storage_guard, and the one table that classifies any storage error.
+
+Every error raised to a caller carries a machine-readable ``code``, whether it is
+``transient``, a ``category`` and the context it happened in. Configuration errors are
+Django's ``ImproperlyConfigured`` and deliberately stay outside this hierarchy so that
+nothing that catches ``StorageGuardError`` swallows them.
+"""
+
+from __future__ import annotations
+
+from storage_guard.classification import Classification, classify
+
+__all__ = [
+    "CircuitOpen",
+    "Classification",
+    "HeadersTooLarge",
+    "KeyTooLong",
+    "SaveFailed",
+    "SaveRejected",
+    "StorageGuardError",
+    "classify",
+]
+
+
+class StorageGuardError(OSError):
+    """Base class. Subclasses ``OSError``, which Django callers of storages already catch."""
+
+    code = "StorageGuardError"
+    transient = False
+    category = "client"
+
+    def __init__(self, message: str = "", **context):
+        super().__init__(message or self.__class__.__doc__)
+        self.message = message
+        self.context = context
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["context"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "transient": self.transient, "category": self.category,
+                "message": self.message, **self.context}
+
+
+class SaveFailed(StorageGuardError):
+    """A save gave up after retrying or on a permanent error; its bytes are stashed."""
+
+    def __init__(self, message: str, *, code: str, transient: bool, category: str,
+                 attempts: int, record_id: int | None, key: str, **context):
+        super().__init__(message, attempts=attempts, record_id=record_id, key=key, **context)
+        self.code = code
+        self.transient = transient
+        self.category = category
+
+    def __str__(self) -> str:
+        return (f"[{self.code}] saving {self.context['key']!r} failed after "
+                f"{self.context['attempts']} attempt(s): {self.message} "
+                f"(record {self.context['record_id']}, bytes stashed)")
+
+
+class SaveRejected(StorageGuardError, ValueError):
+    """A save S3 would refuse, refused by us before any request was sent."""
+
+    category = "validation"
+
+
+class KeyTooLong(SaveRejected):
+    """The object key is longer than the configured byte limit."""
+
+    code = "KeyTooLong"
+
+
+class HeadersTooLarge(SaveRejected):
+    """User metadata or the whole request header section is over its byte limit."""
+
+    code = "HeadersTooLarge"
+
+
+class CircuitOpen(StorageGuardError):
+    """The circuit breaker for this endpoint and bucket is open: no request was sent."""
+
+    code = "CircuitOpen"
+    transient = True
+    category = "unavailable"

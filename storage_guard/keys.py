@@ -1,0 +1,360 @@
+"""Object keys S3 will accept: slugs, key builders, and the length limits enforced before a save.
+
+``fit_name`` is the one gate every save path goes through (the storage calls it from
+``generate_filename``, ``get_available_name`` and ``_save``). Names that already fit are returned
+unchanged; names that do not are shortened (policy ``"shorten"``) or refused with
+``KeyTooLong`` (policy ``"reject"``). ``docs/keys.md`` gives the reason for every number here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+from django.utils.deconstruct import deconstructible
+from text_unidecode import unidecode
+
+from storage_guard import conf
+from storage_guard.errors import KeyTooLong
+from storage_guard.headers import check_headers
+
+__all__ = [
+    "HASH_CHARS",
+    "MIN_NAME_CHARS",
+    "POLICIES",
+    "KeyLimits",
+    "SluggedUploadTo",
+    "check_headers",
+    "date_partitioned_key",
+    "fit_name",
+    "full_key",
+    "short_hash",
+    "slugify_segment",
+    "split_extension",
+    "utf8_len",
+]
+
+POLICIES = ("shorten", "reject")
+# 12 hex digits = 48 bits: a collision needs ~16 million long names that also share the cut text.
+HASH_CHARS = 12
+# The shortest name a shortened key can end in: the hash plus an extension such as ".tar.gz".
+MIN_NAME_CHARS = HASH_CHARS + 8
+# A suffix longer than this (or containing whitespace) is part of the stem, not an extension.
+MAX_EXTENSION_CHARS = 16
+# Suffixes that wrap another one, so "archive.tar.gz" keeps ".tar.gz" whole.
+WRAPPER_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".br", ".lz", ".lz4", ".lzma", ".z"})
+# Characters a shortened stem must not end with (a dangling mark, joiner or separator).
+_DANGLING = " \t._-\u200c\u200d"
+_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+
+
+def utf8_len(text: str) -> int:
+    """Length of ``text`` in UTF-8 bytes (lone surrogates counted as S3 would see them escaped)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def short_hash(text: str, length: int = HASH_CHARS) -> str:
+    """A short, stable digest of ``text``: the first ``length`` hex digits of its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def full_key(location: str, name: str) -> str:
+    """The object key S3 sees: the storage's ``location`` prefix joined to ``name``."""
+    location = (location or "").strip("/")
+    return f"{location}/{name}" if location else name
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """The byte limits a key is held to, and what to do with a key over them."""
+
+    max_key_bytes: int = 1024
+    max_segment_bytes: int = 255
+    policy: str = "shorten"
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ImproperlyConfigured(
+                f"key_policy must be one of {POLICIES}, not {self.policy!r}")
+        if self.max_key_bytes < 1 or self.max_segment_bytes < 1:
+            raise ImproperlyConfigured("max_key_bytes and max_segment_bytes must be positive")
+
+    @classmethod
+    def from_settings(cls) -> KeyLimits:
+        """The project-wide limits from ``settings.STORAGE_GUARD``."""
+        return cls(int(conf.get("MAX_KEY_BYTES")), int(conf.get("MAX_SEGMENT_BYTES")),
+                   str(conf.get("KEY_POLICY")))
+
+    @classmethod
+    def for_storage(cls, storage) -> KeyLimits:
+        """The limits of a guarded storage (any other storage gets the project-wide ones)."""
+        defaults = cls.from_settings()
+        return cls(
+            int(getattr(storage, "max_key_bytes", defaults.max_key_bytes)),
+            int(getattr(storage, "max_segment_bytes", defaults.max_segment_bytes)),
+            str(getattr(storage, "key_policy", defaults.policy)),
+        )
+
+
+# --- Slugs -----------------------------------------------------------------------------------
+
+
+def slugify_segment(value, max_length: int | None = None) -> str:
+    """A key segment made from any text: ASCII ``[a-z0-9]`` runs joined by single hyphens.
+
+    The text is NFKC-normalised, transliterated to ASCII with ``text-unidecode``, lower-cased,
+    and every run of other characters becomes one ``-``. A slug longer than ``max_length``
+    (default: the ``MAX_SLUG_LENGTH`` setting) is cut and ends in ``-`` plus a hash of the whole
+    (NFC-normalised) original, so two different long titles never share a slug. Text with
+    nothing to transliterate (only emoji, say) becomes its hash: the result is never empty.
+    """
+    if max_length is None:
+        max_length = int(conf.get("MAX_SLUG_LENGTH"))
+    if max_length < 1:
+        raise ValueError("max_length must be at least 1")
+    original = unicodedata.normalize("NFC", str(value))
+    ascii_text = unidecode(unicodedata.normalize("NFKC", original)).lower()
+    slug = _SLUG_JUNK.sub("-", ascii_text).strip("-")
+    if not slug:
+        return short_hash(original, min(HASH_CHARS, max_length))
+    if len(slug) <= max_length:
+        return slug
+    return _cut_slug(slug, original, max_length)
+
+
+def _cut_slug(slug: str, original: str, max_length: int) -> str:
+    digest = short_hash(original, min(HASH_CHARS, max_length))
+    room = max_length - len(digest) - 1
+    head = slug[:room].rstrip("-") if room > 0 else ""
+    return f"{head}-{digest}" if head else digest
+
+
+# --- Fitting names into the limits -----------------------------------------------------------
+
+
+def split_extension(filename: str) -> tuple[str, str]:
+    """Split the last path segment into ``(stem, extension)``; the extension keeps its dot.
+
+    An extension is the last ``.suffix`` of at most ``MAX_EXTENSION_CHARS`` characters with no
+    whitespace, plus the suffix before it when the last is a compression suffix (``.tar.gz``).
+    A leading dot (``.env``) starts a stem, not an extension.
+    """
+    stem, ext = _one_suffix(filename)
+    if ext and ext.lower() in WRAPPER_SUFFIXES:
+        inner_stem, inner_ext = _one_suffix(stem)
+        if inner_ext:
+            stem, ext = inner_stem, inner_ext + ext
+    return stem, ext
+
+
+def _one_suffix(filename: str) -> tuple[str, str]:
+    dot = filename.rfind(".")
+    if dot <= 0 or not filename[:dot].strip("."):
+        return filename, ""
+    ext = filename[dot:]
+    if len(ext) < 2 or len(ext) > MAX_EXTENSION_CHARS or any(c.isspace() for c in ext):
+        return filename, ""
+    return filename[:dot], ext
+
+
+def fit_name(name: str, *, location: str, limits: KeyLimits,
+             max_length: int | None = None) -> str:
+    """Return ``name`` such that its full key, every segment and its length fit the limits.
+
+    ``location + "/" + name`` must be within ``limits.max_key_bytes`` UTF-8 bytes, every
+    ``/``-separated segment within ``limits.max_segment_bytes`` bytes, and ``len(name)`` within
+    ``max_length`` characters (Django's ``FileField.max_length``). A name that fits is returned
+    unchanged. Otherwise policy ``"shorten"`` cuts only the file stem and appends ``-`` plus a
+    hash of the whole original name, keeping the directory and the extension; policy
+    ``"reject"``, or a name whose directory or extension alone is too long, raises KeyTooLong.
+    """
+    problem = _first_violation(name, location, limits, max_length)
+    if problem is None:
+        return name
+    if limits.policy == "reject":
+        raise _key_too_long(name, location, limits, problem, shortened=False)
+    shortened = _shorten(name, location, limits, max_length)
+    if shortened is None:
+        raise _key_too_long(name, location, limits, problem, shortened=True)
+    return shortened
+
+
+@dataclass(frozen=True)
+class _Violation:
+    limit_name: str
+    limit: int
+    actual: int
+    unit: str = "bytes"
+    segment: str | None = None
+    segment_index: int | None = None
+
+
+def _first_violation(name, location, limits, max_length) -> _Violation | None:
+    key = full_key(location, name)
+    key_bytes = utf8_len(key)
+    if key_bytes > limits.max_key_bytes:
+        return _Violation("max_key_bytes", limits.max_key_bytes, key_bytes)
+    for index, segment in enumerate(key.split("/")):
+        segment_bytes = utf8_len(segment)
+        if segment_bytes > limits.max_segment_bytes:
+            return _Violation("max_segment_bytes", limits.max_segment_bytes, segment_bytes,
+                              segment=segment, segment_index=index)
+    if max_length is not None and len(name) > max_length:
+        return _Violation("max_length", max_length, len(name), unit="characters")
+    return None
+
+
+def _shorten(name: str, location: str, limits: KeyLimits, max_length: int | None) -> str | None:
+    """The shortened name, or None when even an empty stem would not fit."""
+    directory, _, filename = name.rpartition("/")
+    prefix = f"{directory}/" if directory else ""
+    stem, ext = split_extension(filename)
+    tail = f"{short_hash(name)}{ext}"
+    fixed_bytes = utf8_len(full_key(location, prefix + tail))
+    byte_room = min(limits.max_key_bytes - fixed_bytes,
+                    limits.max_segment_bytes - utf8_len(tail)) - 1
+    char_room = (max_length - len(prefix) - len(tail) - 1) if max_length is not None else len(stem)
+    head = _cut(stem, max_chars=char_room, max_bytes=byte_room)
+    candidate = f"{prefix}{head}-{tail}" if head else f"{prefix}{tail}"
+    if _first_violation(candidate, location, limits, max_length) is not None:
+        return None
+    return candidate
+
+
+def _cut(text: str, *, max_chars: int, max_bytes: int) -> str:
+    """The longest prefix of ``text`` within both budgets, not ending in a dangling mark."""
+    if max_chars <= 0 or max_bytes <= 0:
+        return ""
+    used = 0
+    end = 0
+    for char in text[:max_chars]:
+        used += utf8_len(char)
+        if used > max_bytes:
+            break
+        end += 1
+    head = text[:end]
+    while head and (unicodedata.combining(head[-1]) or head[-1] in _DANGLING
+                    or unicodedata.category(head[-1]) in ("Mn", "Me", "Cf", "Cc", "Zs")):
+        head = head[:-1]
+    return head
+
+
+def _key_too_long(name, location, limits, problem: _Violation, *, shortened: bool) -> KeyTooLong:
+    key = full_key(location, name)
+    where = (f"segment {problem.segment_index} ({_preview(problem.segment)!r}) is "
+             if problem.segment is not None else
+             "name is " if problem.limit_name == "max_length" else "key is ")
+    message = (f"{where}{problem.actual} {problem.unit}, over {problem.limit_name}="
+               f"{problem.limit} for key {_preview(key)!r}")
+    if shortened:
+        message += ("; shortening the file name cannot fit it because the directory, location "
+                    "or extension alone is too long")
+    return KeyTooLong(
+        message, key=key, key_bytes=utf8_len(key), limit=problem.limit,
+        limit_name=problem.limit_name, actual=problem.actual, unit=problem.unit,
+        segment=problem.segment, segment_index=problem.segment_index, policy=limits.policy,
+    )
+
+
+def _preview(text: str | None, chars: int = 80) -> str:
+    text = text or ""
+    return text if len(text) <= chars else f"{text[:chars]}…"
+
+
+# --- Key builders ----------------------------------------------------------------------------
+
+
+def date_partitioned_key(prefix: str, name: str, when=None) -> str:
+    """``prefix/year=YYYY/month=MM/day=DD/name``: the Hive-style layout query engines read.
+
+    ``when`` is a date or datetime (default: now). Aware datetimes are partitioned by their
+    UTC date so that every server agrees; naive datetimes and dates are used as given.
+    """
+    day = _partition_date(when)
+    parts = [prefix.strip("/")] if prefix and prefix.strip("/") else []
+    parts.append(f"year={day.year:04d}/month={day.month:02d}/day={day.day:02d}")
+    parts.append(name.lstrip("/"))
+    return "/".join(parts)
+
+
+def _partition_date(when) -> datetime.date:
+    if when is None:
+        when = timezone.now()
+    if isinstance(when, datetime.datetime):
+        if timezone.is_aware(when):
+            when = when.astimezone(datetime.UTC)
+        return when.date()
+    return when
+
+
+@deconstructible(path="storage_guard.keys.SluggedUploadTo")
+class SluggedUploadTo:
+    """An ``upload_to`` callable: a fixed prefix, slugged field values, the file name, fitted.
+
+    ``SluggedUploadTo("invoices", fields=["customer.name"], date_partitioned=True)`` files an
+    upload ``Rechnung März.PDF`` as ``invoices/acme-gmbh/year=2025/month=03/day=14/
+    rechnung-marz.pdf``. Each value in ``fields`` (a dotted attribute path on the instance)
+    becomes one slugged segment. The result is passed through ``fit_name`` with the limits,
+    ``location`` and ``max_slug_length`` of the field's storage and the field's ``max_length``,
+    so an over-long name is shortened or refused here, before any request.
+    """
+
+    def __init__(self, prefix: str = "", *, fields=(), date_partitioned: bool = False,
+                 slug_filename: bool = True):
+        self.prefix = prefix.strip("/")
+        self.fields = tuple(fields)
+        self.date_partitioned = date_partitioned
+        self.slug_filename = slug_filename
+        if any(part in ("", ".", "..") for part in self.prefix.split("/")) and self.prefix:
+            raise ValueError(f"upload_to prefix {prefix!r} has an empty, '.' or '..' segment")
+
+    def __call__(self, instance, filename: str) -> str:
+        field = self._field_of(instance)
+        storage = getattr(field, "storage", None)
+        slug_length = int(getattr(storage, "max_slug_length", conf.get("MAX_SLUG_LENGTH")))
+        segments = [slugify_segment(_resolve(instance, path), slug_length)
+                    for path in self.fields]
+        name = self._clean_filename(filename, slug_length)
+        directory = "/".join(s for s in (self.prefix, *segments) if s)
+        name = date_partitioned_key(directory, name) if self.date_partitioned else (
+            f"{directory}/{name}" if directory else name)
+        return fit_name(name, location=getattr(storage, "location", "") or "",
+                        limits=KeyLimits.for_storage(storage),
+                        max_length=getattr(field, "max_length", None))
+
+    def example_prefix(self) -> str:
+        """The shortest directory this produces (one character per field segment)."""
+        parts = [p for p in (self.prefix, *("x" for _ in self.fields)) if p]
+        if self.date_partitioned:
+            parts.append("year=2000/month=01/day=01")
+        return "".join(f"{p}/" for p in parts)
+
+    def _clean_filename(self, filename: str, slug_length: int) -> str:
+        base = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
+        stem, ext = split_extension(base)
+        if not self.slug_filename:
+            cleaned = "".join(c for c in unicodedata.normalize("NFC", base)
+                              if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
+            return cleaned.strip(" .") or short_hash(base)
+        ext = f".{slugify_segment(ext[1:], MAX_EXTENSION_CHARS)}" if ext else ""
+        return f"{slugify_segment(stem, slug_length)}{ext}"
+
+    def _field_of(self, instance):
+        for field in instance._meta.concrete_fields:
+            if getattr(field, "upload_to", None) is self:
+                return field
+        return None
+
+
+def _resolve(instance, path: str):
+    value = instance
+    for attr in path.split("."):
+        value = getattr(value, attr, None) if value is not None else None
+        if callable(value):
+            value = value()
+    return "" if value is None else value

@@ -1,0 +1,108 @@
+"""One row per logical save (successes included), and the bytes of saves that did not arrive."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Status(models.TextChoices):
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    DEFERRED = "deferred", _("deferred")
+    RECOVERED = "recovered", _("recovered")
+    REJECTED = "rejected", _("rejected")
+    ABANDONED = "abandoned", _("abandoned")
+
+
+UNRESOLVED = (Status.FAILED, Status.DEFERRED)
+
+
+class StashBackend(models.TextChoices):
+    NONE = "", _("none")
+    DATABASE = "db", _("database")
+    STORAGE = "storage", _("stash storage")
+
+
+def key_digest(key: str) -> str:
+    """Indexable stand-in for a key that may be longer than a B-tree entry allows."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class SaveAttemptQuerySet(models.QuerySet):
+    def unresolved(self):
+        return self.filter(status__in=UNRESOLVED)
+
+    def for_key(self, key: str):
+        return self.filter(key_digest=key_digest(key))
+
+
+class SaveAttempt(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    storage_alias = models.CharField(max_length=100, blank=True)
+    bucket = models.CharField(max_length=255, blank=True)
+    operation = models.CharField(max_length=16, default="save")
+    name = models.TextField(help_text=_("Name as the storage knows it (without location)."))
+    key = models.TextField(help_text=_("Full object key, location prefix included."))
+    key_digest = models.CharField(max_length=64, editable=False)
+    key_bytes = models.PositiveIntegerField(help_text=_("Length of the key in UTF-8 bytes."))
+    size = models.BigIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    attempts = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_category = models.CharField(max_length=32, blank=True)
+    transient = models.BooleanField(null=True)
+    error_message = models.TextField(blank=True)
+    error_response = models.JSONField(null=True, blank=True)
+    attempt_log = models.JSONField(default=list, blank=True)
+    request_id = models.CharField(max_length=128, blank=True, db_index=True)
+    host_id = models.CharField(max_length=256, blank=True)
+    duration_ms = models.FloatField(default=0)
+    write_params = models.JSONField(default=dict, blank=True)
+    stash_backend = models.CharField(max_length=16, choices=StashBackend.choices, blank=True)
+    stash_location = models.TextField(blank=True)
+    recovered_at = models.DateTimeField(null=True, blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SaveAttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="sg_status_created"),
+            models.Index(fields=["key_digest", "created_at"], name="sg_key_created"),
+            models.Index(fields=["created_at"], name="sg_created"),
+            models.Index(fields=["error_code", "created_at"], name="sg_code_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.key[:80]}"
+
+    def save(self, *args, **kwargs):
+        self.key_digest = key_digest(self.key)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_unresolved(self) -> bool:
+        return self.status in UNRESOLVED
+
+    @property
+    def has_stash(self) -> bool:
+        return bool(self.stash_backend)
+
+
+class StashedPayload(models.Model):
+    """Bytes of a save that did not reach S3, kept in the database (small payloads)."""
+
+    attempt = models.OneToOneField(SaveAttempt, on_delete=models.CASCADE, primary_key=True,
+                                   related_name="stashed_payload")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"stash for {self.attempt_id}"

@@ -1,0 +1,65 @@
+"""Writing ``SaveAttempt`` rows on a connection of their own.
+
+A failure record and its stash must outlive the caller's transaction: a view under
+``ATOMIC_REQUESTS`` that re-raises ``SaveFailed`` rolls back everything written on its
+connection. So records are written through a second connection to the same database, in
+autocommit mode, registered on the fly as ``"<alias>__storage_guard"``. SQLite cannot take a
+second writer while the first holds a transaction, so there the caller's connection is used
+(documented, and reported by the ``storage_guard.W003`` check when ``ATOMIC_REQUESTS`` is on).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import connections, transaction
+
+from storage_guard import conf
+from storage_guard.models import SaveAttempt, StashedPayload, key_digest
+
+logger = logging.getLogger("storage_guard")
+
+SUFFIX = "__storage_guard"
+
+
+def record_alias() -> str:
+    """The database alias records are written through."""
+    base = conf.get("DATABASE_ALIAS")
+    if not conf.get("INDEPENDENT_CONNECTION") or connections[base].vendor == "sqlite":
+        return base
+    alias = base + SUFFIX
+    if alias not in connections.settings:
+        connections.settings[alias] = {
+            **connections[base].settings_dict, "ATOMIC_REQUESTS": False, "AUTOCOMMIT": True,
+        }
+    return alias
+
+
+def close_independent_connections() -> None:
+    for alias in list(connections.settings):
+        if alias.endswith(SUFFIX):
+            connections[alias].close()
+
+
+def insert_attempt(**fields) -> SaveAttempt:
+    """One INSERT: the success path's only database write."""
+    fields["key_digest"] = key_digest(fields["key"])
+    record = SaveAttempt(**fields)
+    SaveAttempt.objects.using(record_alias()).bulk_create([record])
+    return record
+
+
+def insert_failure(fields: dict, stash_bytes: bytes | None) -> SaveAttempt:
+    """The record and (for database stashes) its bytes, committed together."""
+    alias = record_alias()
+    with transaction.atomic(using=alias):
+        record = insert_attempt(**fields)
+        if stash_bytes is not None:
+            StashedPayload.objects.using(alias).create(attempt=record, data=stash_bytes)
+    return record
+
+
+def update_attempt(record: SaveAttempt, **fields) -> None:
+    for name, value in fields.items():
+        setattr(record, name, value)
+    SaveAttempt.objects.using(record_alias()).filter(pk=record.pk).update(**fields)

@@ -1,0 +1,119 @@
+"""Bounded retries: exponential backoff with full jitter, a total deadline, one table to classify.
+
+botocore is configured to send exactly one request per call (see ``GuardedS3Storage``), so the
+loop here is the only place that retries: ``max_attempts`` here equals requests on the wire.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from storage_guard.classification import Classification, classify
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    deadline: float = 30.0
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+    attempt_budget: float = 0.0  # a retry starts only if this much time is left before the deadline
+
+    def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(n-1))] for the n-th retry."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (retry_number - 1)))
+        return (rng or random).uniform(0, ceiling)
+
+
+@dataclass
+class AttemptInfo:
+    number: int
+    code: str
+    duration_ms: float
+    delay_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"n": self.number, "code": self.code, "duration_ms": round(self.duration_ms, 2),
+                "delay_ms": round(self.delay_ms, 2)}
+
+
+@dataclass
+class Outcome:
+    value: object = None
+    error: BaseException | None = None
+    classification: Classification | None = None
+    attempts: list[AttemptInfo] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)
+
+
+class RetryListener:
+    """Hooks for observers; the default does nothing."""
+
+    def attempt_started(self, number: int) -> None: ...
+
+    def attempt_failed(self, info: AttemptInfo, classification: Classification,
+                       will_retry: bool) -> None: ...
+
+
+def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
+                      guard=None, listener: RetryListener | None = None,
+                      sleep=time.sleep, clock=time.monotonic) -> Outcome:
+    """Call ``fn`` until it succeeds, fails permanently, runs out of attempts or of time.
+
+    ``guard`` (a circuit breaker) is asked before every attempt and told every result.
+    """
+    listener = listener or RetryListener()
+    started = clock()
+    outcome = Outcome()
+    for number in range(1, policy.max_attempts + 1):
+        listener.attempt_started(number)
+        attempt_started = clock()
+        try:
+            if guard is not None:
+                guard.before_attempt()
+            outcome.value = fn()
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none is hidden
+            info = AttemptInfo(number, "", (clock() - attempt_started) * 1000)
+            result = classify(exc)
+            info.code = result.code
+            outcome.attempts.append(info)
+            outcome.error, outcome.classification = exc, result
+            if guard is not None:
+                guard.after_failure(result)
+            delay = _next_delay(policy, number, result, started, clock)
+            listener.attempt_failed(info, result, will_retry=delay is not None)
+            if delay is None:
+                break
+            info.delay_ms = delay * 1000
+            sleep(delay)
+        else:
+            outcome.attempts.append(AttemptInfo(number, "OK", (clock() - attempt_started) * 1000))
+            outcome.error = outcome.classification = None
+            if guard is not None:
+                guard.after_success()
+            break
+    outcome.duration_ms = (clock() - started) * 1000
+    return outcome
+
+
+def _next_delay(policy: RetryPolicy, number: int, result: Classification,
+                started: float, clock) -> float | None:
+    """The pause before the next attempt, or None when there must be no next attempt."""
+    if not result.transient or result.code == "CircuitOpen" or number >= policy.max_attempts:
+        return None
+    delay = policy.backoff(number)
+    remaining = policy.deadline - (clock() - started)
+    if remaining - delay < max(policy.attempt_budget, 0.0):
+        return None
+    return delay

@@ -1,0 +1,70 @@
+"""Where the bytes of a save that did not reach S3 are kept until a retry delivers them.
+
+Small payloads (up to ``stash_db_max_bytes``) go into the database, next to their record: every
+web process and worker container already reaches it, it survives restarts, and the record and
+its bytes commit together. Larger payloads go to ``stash_storage``, a Django storage alias that
+every process can reach (a shared volume, or a bucket on another endpoint); with none configured
+they go to the database too, because losing bytes is worse than a large row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+
+from storage_guard.models import SaveAttempt, StashBackend, StashedPayload
+from storage_guard.payload import Payload
+from storage_guard.recording import record_alias
+
+
+@dataclass(frozen=True)
+class StashPlan:
+    backend: str
+    location: str = ""
+    db_bytes: bytes | None = None
+
+
+def stash(payload: Payload, *, stash_storage: str | None, db_max_bytes: int) -> StashPlan:
+    """Put large payloads in the stash storage now; small ones ride along with the record."""
+    if stash_storage and payload.size > db_max_bytes:
+        name = f"storage_guard/stash/{uuid.uuid4().hex}/{payload.sha256}"
+        saved = storages[stash_storage].save(name, File(payload.stream(), name=name))
+        return StashPlan(StashBackend.STORAGE, f"{stash_storage}:{saved}")
+    return StashPlan(StashBackend.DATABASE, "", payload.read_all())
+
+
+def read(record: SaveAttempt) -> bytes:
+    if record.stash_backend == StashBackend.DATABASE:
+        row = StashedPayload.objects.using(record_alias()).get(attempt_id=record.pk)
+        return bytes(row.data)
+    if record.stash_backend == StashBackend.STORAGE:
+        alias, name = record.stash_location.split(":", 1)
+        with storages[alias].open(name, "rb") as handle:
+            return handle.read()
+    raise FileNotFoundError(f"save attempt {record.pk} has no stashed bytes")
+
+
+def open_file(record: SaveAttempt) -> File:
+    return ContentFile(read(record), name=record.name)
+
+
+def free(record: SaveAttempt) -> None:
+    """Drop the stashed bytes (after delivery was verified, or on explicit abandonment)."""
+    if record.stash_backend == StashBackend.DATABASE:
+        StashedPayload.objects.using(record_alias()).filter(attempt_id=record.pk).delete()
+    elif record.stash_backend == StashBackend.STORAGE:
+        alias, name = record.stash_location.split(":", 1)
+        storages[alias].delete(name)
+    SaveAttempt.objects.using(record_alias()).filter(pk=record.pk).update(
+        stash_backend=StashBackend.NONE, stash_location="")
+    record.stash_backend, record.stash_location = StashBackend.NONE, ""
+
+
+def find_pending(key: str) -> SaveAttempt | None:
+    """The newest unresolved, stashed save of ``key`` (what a deferred read serves)."""
+    return (SaveAttempt.objects.using(record_alias()).unresolved().for_key(key)
+            .exclude(stash_backend=StashBackend.NONE).order_by("-created_at").first())

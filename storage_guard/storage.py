@@ -1,0 +1,305 @@
+"""``GuardedS3Storage``: django-storages' ``S3Storage`` with retries, a breaker, records and a stash.
+
+The save path reads like the process: fit the key, read the payload once, check the headers,
+attempt (with backoff, deadline and breaker), then record the outcome and, if the bytes did not
+arrive, stash them so that nothing is lost.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from botocore.config import Config
+from django.core.exceptions import ImproperlyConfigured
+from storages.backends.s3 import S3File, S3Storage
+from storages.utils import clean_name
+
+from storage_guard import conf, keys, recording, stash
+from storage_guard.breaker import CircuitBreaker
+from storage_guard.errors import SaveFailed, SaveRejected
+from storage_guard.models import Status
+from storage_guard.observe import SaveTrace
+from storage_guard.payload import Payload
+from storage_guard.retry import Outcome, RetryPolicy, call_with_retries
+
+
+class GuardedS3File(S3File):
+    """An ``S3File`` whose download is retried on transient errors like every other read."""
+
+    def _get_file(self):
+        if self._file is not None or "r" not in self._mode:
+            return super()._get_file()
+
+        def download():
+            self._file = None
+            return super(GuardedS3File, self)._get_file()
+
+        return self._storage._run("open", self.obj.key, download)
+
+    file = property(_get_file, S3File._set_file)
+
+
+class GuardedS3Storage(S3Storage):
+    """A drop-in ``S3Storage`` whose saves are retried, recorded and never lost."""
+
+    def get_default_settings(self):
+        return {**super().get_default_settings(), **conf.storage_defaults(), "alias": None}
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self._validate_options()
+        self.client_config = self.client_config.merge(Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        ))
+
+    def _validate_options(self) -> None:
+        for name, choices in conf.CHOICES.items():
+            value = getattr(self, name.lower())
+            if value not in choices:
+                raise ImproperlyConfigured(
+                    f"GuardedS3Storage option {name.lower()}={value!r} must be one of {choices}")
+
+    # ----------------------------------------------------------------- configuration
+    @cached_property
+    def storage_alias(self) -> str:
+        if self.alias:
+            return self.alias
+        from django.core.files.storage import storages
+
+        for alias, instance in getattr(storages, "_storages", {}).items():
+            if instance is self:
+                return alias
+        return ""
+
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.max_attempts, deadline=self.retry_deadline,
+                           backoff_base=self.backoff_base, backoff_cap=self.backoff_cap,
+                           attempt_budget=min(self.read_timeout, self.retry_deadline / 2))
+
+    @cached_property
+    def breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(f"{self.endpoint_url or 'aws'}|{self.bucket_name}",
+                              threshold=self.breaker_threshold, cooldown=self.breaker_cooldown,
+                              cache_alias=conf.get("BREAKER_CACHE"),
+                              probe_timeout=self.connect_timeout + self.read_timeout)
+
+    @property
+    def key_limits(self) -> keys.KeyLimits:
+        return keys.KeyLimits.for_storage(self)
+
+    @property
+    def client(self):
+        return self.connection.meta.client
+
+    # ----------------------------------------------------------------- names and keys
+    def get_available_name(self, name, max_length=None):
+        return super().get_available_name(self._fit(name, max_length), max_length)
+
+    def generate_filename(self, filename):
+        return self._fit(super().generate_filename(filename))
+
+    def _fit(self, name: str, max_length: int | None = None) -> str:
+        try:
+            return keys.fit_name(clean_name(name), location=self.location,
+                                 limits=self.key_limits, max_length=max_length)
+        except SaveRejected as exc:
+            self._record_rejection(name, exc)
+            raise
+
+    # ----------------------------------------------------------------- the save path
+    def _save(self, name, content):
+        name = self._fit(name)
+        key = self._normalize_name(name)
+        params = self._get_write_parameters(key, content)
+        payload = self._read_payload(content, params)
+        try:
+            self._check_headers(name, key, params, payload)
+            trace = self._trace("save", key, payload, params)
+            outcome = self._run_put(key, payload, params, trace)
+            if outcome.ok:
+                self._record_success(name, key, payload, params, outcome, trace)
+                return name
+            record = self._record_failure(name, key, payload, params, outcome, trace)
+        finally:
+            payload.close()
+        return self._finish_failure(name, record, outcome)
+
+    def _read_payload(self, content, params) -> Payload:
+        if self.gzip and params["ContentType"] in self.gzip_content_types \
+                and "ContentEncoding" not in params:
+            content = self._compress_content(content)
+            params["ContentEncoding"] = "gzip"
+        return Payload.from_content(content, memory_limit=self.spool_max_memory)
+
+    def _check_headers(self, name, key, params, payload) -> None:
+        try:
+            keys.check_headers(key, params, max_metadata_bytes=self.max_metadata_bytes,
+                               max_header_bytes=self.max_header_bytes)
+        except SaveRejected as exc:
+            self._record_rejection(name, exc, payload=payload, params=params)
+            raise
+
+    def _trace(self, operation: str, key: str, payload: Payload | None = None,
+               params: dict | None = None) -> SaveTrace:
+        return SaveTrace(storage_alias=self.storage_alias, operation=operation, key=key,
+                         key_bytes=len(key.encode("utf-8", "surrogatepass")),
+                         size=payload.size if payload else None,
+                         content_type=(params or {}).get("ContentType", ""),
+                         sha256=payload.sha256 if payload else "")
+
+    def _run_put(self, key: str, payload: Payload, params: dict, trace: SaveTrace) -> Outcome:
+        return call_with_retries(lambda: self._put_once(key, payload, params), self.policy,
+                                 guard=self.breaker, listener=trace)
+
+    def _put_once(self, key: str, payload: Payload, params: dict):
+        if payload.size < self.transfer_config.multipart_threshold:
+            return self.client.put_object(Bucket=self.bucket_name, Key=key, Body=payload.body(),
+                                          **params)
+        return self.client.upload_fileobj(payload.stream(), self.bucket_name, key,
+                                          ExtraArgs=params, Config=self.transfer_config)
+
+    def _finish_failure(self, name: str, record, outcome: Outcome) -> str:
+        self._schedule_retry(record)
+        if self.on_failure == "defer":
+            return name
+        result = outcome.classification
+        raise SaveFailed(result.message or str(outcome.error), code=result.code,
+                         transient=result.transient, category=result.category,
+                         attempts=outcome.attempt_count, record_id=record.pk, key=record.key,
+                         size=record.size) from outcome.error
+
+    def _schedule_retry(self, record) -> None:
+        if conf.get("RETRY_WITH_TASKS"):
+            from storage_guard.tasks import schedule_retry
+
+            schedule_retry(record)
+
+    # ----------------------------------------------------------------- records
+    def _base_fields(self, name: str, key: str, payload: Payload | None, params: dict | None):
+        return {
+            "storage_alias": self.storage_alias, "bucket": self.bucket_name or "", "name": name,
+            "key": key, "key_bytes": len(key.encode("utf-8", "surrogatepass")),
+            "size": payload.size if payload else None,
+            "sha256": payload.sha256 if payload else "",
+            "content_type": (params or {}).get("ContentType", ""),
+            "write_params": params or {},
+        }
+
+    def _record_success(self, name, key, payload, params, outcome: Outcome, trace) -> None:
+        try:
+            record = recording.insert_attempt(
+                **self._base_fields(name, key, payload, params), status=Status.SUCCEEDED,
+                attempts=outcome.attempt_count, duration_ms=outcome.duration_ms,
+                attempt_log=[a.as_dict() for a in outcome.attempts] if trace.attempts else [])
+            trace.record_id = record.pk
+        except Exception as exc:  # noqa: BLE001 - a record must never fail a save that worked
+            trace.record_failed(exc)
+        trace.succeeded(outcome)
+
+    def _record_failure(self, name, key, payload, params, outcome: Outcome, trace):
+        result = outcome.classification
+        plan = stash.stash(payload, stash_storage=self.stash_storage,
+                           db_max_bytes=self.stash_db_max_bytes)
+        status = Status.DEFERRED if self.on_failure == "defer" else Status.FAILED
+        record = recording.insert_failure({
+            **self._base_fields(name, key, payload, params), "status": status,
+            "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
+            "error_code": result.code, "error_category": result.category,
+            "transient": result.transient, "error_message": result.message[:4000],
+            "error_response": result.response, "request_id": result.request_id[:128],
+            "host_id": result.host_id[:256],
+            "attempt_log": [a.as_dict() for a in outcome.attempts],
+            "stash_backend": plan.backend, "stash_location": plan.location,
+        }, plan.db_bytes)
+        trace.record_id = record.pk
+        trace.stashed(outcome, status)
+        return record
+
+    def _record_rejection(self, name, exc: SaveRejected, *, payload=None, params=None) -> None:
+        key = exc.context.get("key") or self._normalize_name(clean_name(name))
+        record = recording.insert_attempt(
+            **self._base_fields(name, key, payload, params), status=Status.REJECTED,
+            attempts=0, error_code=exc.code, error_category=exc.category, transient=False,
+            error_message=str(exc.message)[:4000])
+        exc.context["record_id"] = record.pk
+        trace = self._trace("save", key, payload, params)
+        trace.record_id = record.pk
+        trace.rejected(exc)
+
+    # ----------------------------------------------------------------- delivery of stashed saves
+    def redeliver(self, record) -> Outcome:
+        """Send a stashed save's bytes to its key again, with the usual retries."""
+        payload = Payload.from_bytes(stash.read(record))
+        trace = self._trace("redeliver", record.key, payload, record.write_params)
+        trace.record_id = record.pk
+        try:
+            return self._run_put(record.key, payload, dict(record.write_params), trace)
+        finally:
+            payload.close()
+
+    def verify(self, key: str, size: int | None) -> bool:
+        """True when S3 has an object at ``key`` of the expected size."""
+        head = self._run("head", key, lambda: self.client.head_object(
+            Bucket=self.bucket_name, Key=key))
+        return size is None or head["ContentLength"] == size
+
+    # ----------------------------------------------------------------- reads, retried too
+    def _run(self, operation: str, key: str, fn):
+        outcome = call_with_retries(fn, self.policy, guard=self.breaker,
+                                    listener=self._trace(operation, key))
+        if not outcome.ok:
+            raise outcome.error
+        return outcome.value
+
+    def _open(self, name, mode="rb"):
+        key = self._normalize_name(clean_name(name))
+        try:
+            return self._run("open", key, lambda: self._open_file(name, mode))
+        except OSError:
+            pending = self._pending(key, mode)
+            if pending is None:
+                raise
+            return stash.open_file(pending)
+
+    def _open_file(self, name, mode):
+        key = self._normalize_name(clean_name(name))
+        from botocore.exceptions import ClientError
+
+        try:
+            return GuardedS3File(key, mode, self)
+        except ClientError as err:
+            if err.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise FileNotFoundError(f"File does not exist: {key}") from err
+            raise
+
+    def exists(self, name):
+        key = self._normalize_name(clean_name(name))
+        found = self._run("exists", key, lambda: super(GuardedS3Storage, self).exists(name))
+        return found or self._pending(key) is not None
+
+    def size(self, name):
+        key = self._normalize_name(clean_name(name))
+        try:
+            return self._run("size", key, lambda: super(GuardedS3Storage, self).size(name))
+        except OSError:
+            pending = self._pending(key)
+            if pending is None:
+                raise
+            return pending.size
+
+    def listdir(self, name):
+        key = self._normalize_name(clean_name(name))
+        return self._run("listdir", key, lambda: super(GuardedS3Storage, self).listdir(name))
+
+    def delete(self, name):
+        key = self._normalize_name(clean_name(name))
+        return self._run("delete", key, lambda: super(GuardedS3Storage, self).delete(name))
+
+    def _pending(self, key: str, mode: str = "rb"):
+        """A deferred save's record, when reads of ``key`` should be served from the stash."""
+        if self.on_failure != "defer" or "w" in mode:
+            return None
+        return stash.find_pending(key)

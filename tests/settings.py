@@ -1,0 +1,83 @@
+"""Settings for the test suite: SQLite (the embedded default) and a local-memory cache.
+
+The S3 endpoint is only known once the session's SeaweedFS server and fault proxy are up, so
+``tests/conftest.py`` fills ``STORAGES["default"]["OPTIONS"]["endpoint_url"]`` then.
+"""
+
+import os
+
+SECRET_KEY = "storage-guard-tests-only"  # noqa: S105 - not a secret, tests only
+DEBUG = False
+USE_TZ = True
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "storage_guard",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [],
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+REDIS_URL = os.environ.get("STORAGE_GUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+TEST_BUCKET = "storage-guard-default"
+
+STORAGES = {
+    "default": {
+        "BACKEND": "storage_guard.storage.GuardedS3Storage",
+        "OPTIONS": {
+            "bucket_name": TEST_BUCKET,
+            "endpoint_url": None,  # set by tests/conftest.py
+            "access_key": "storage-guard-test",
+            "secret_key": "storage-guard-test",
+            "region_name": "us-east-1",
+            "alias": "default",
+        },
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+STATIC_URL = "/static/"
+
+STORAGE_GUARD = {
+    "CONNECT_TIMEOUT": 1.0,
+    "READ_TIMEOUT": 2.0,
+    "RETRY_DEADLINE": 10.0,
+    "BACKOFF_BASE": 0.01,
+    "BACKOFF_CAP": 0.05,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {"storage_guard": {"level": "DEBUG"}},
+}

@@ -113,10 +113,10 @@ _NETWORK_TABLE: list[tuple[type, str, bool, str]] = [
 ]
 if u3e is not None:
     _NETWORK_TABLE += [
+        (u3e.NewConnectionError, "ConnectError", True, "network"),  # subclasses ConnectTimeout
         (u3e.ReadTimeoutError, "ReadTimeout", True, "timeout"),
         (u3e.ConnectTimeoutError, "ConnectTimeout", True, "timeout"),
         (u3e.ProtocolError, "ConnectionClosed", True, "network"),
-        (u3e.NewConnectionError, "ConnectError", True, "network"),
     ]
 
 

@@ -310,22 +310,33 @@ class SluggedUploadTo:
         self.fields = tuple(fields)
         self.date_partitioned = date_partitioned
         self.slug_filename = slug_filename
-        if any(part in ("", ".", "..") for part in self.prefix.split("/")) and self.prefix:
+        if self.prefix and any(part in ("", ".", "..") for part in self.prefix.split("/")):
             raise ValueError(f"upload_to prefix {prefix!r} has an empty, '.' or '..' segment")
 
     def __call__(self, instance, filename: str) -> str:
         field = self._field_of(instance)
         storage = getattr(field, "storage", None)
+        max_length = getattr(field, "max_length", None)
+        location = getattr(storage, "location", "") or ""
+        limits = KeyLimits.for_storage(storage)
         slug_length = int(getattr(storage, "max_slug_length", conf.get("MAX_SLUG_LENGTH")))
-        segments = [slugify_segment(_resolve(instance, path), slug_length)
+        segment_length = self._segment_length(slug_length, location, limits, max_length)
+        segments = [slugify_segment(_resolve(instance, path), segment_length)
                     for path in self.fields]
-        name = self._clean_filename(filename, slug_length)
-        directory = "/".join(s for s in (self.prefix, *segments) if s)
-        name = date_partitioned_key(directory, name) if self.date_partitioned else (
-            f"{directory}/{name}" if directory else name)
-        return fit_name(name, location=getattr(storage, "location", "") or "",
-                        limits=KeyLimits.for_storage(storage),
-                        max_length=getattr(field, "max_length", None))
+        name = self._join(segments, self._clean_filename(filename, slug_length))
+        return fit_name(name, location=location, limits=limits, max_length=max_length)
+
+    def __eq__(self, other):
+        # Equal when built alike, so makemigrations sees no change between runs.
+        if not isinstance(other, SluggedUploadTo):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self):
+        return hash(self._identity())
+
+    def _identity(self) -> tuple:
+        return self.prefix, self.fields, self.date_partitioned, self.slug_filename
 
     def example_prefix(self) -> str:
         """The shortest directory this produces (one character per field segment)."""
@@ -334,21 +345,45 @@ class SluggedUploadTo:
             parts.append("year=2000/month=01/day=01")
         return "".join(f"{p}/" for p in parts)
 
+    def _join(self, segments: list[str], filename: str) -> str:
+        directory = "/".join(s for s in (self.prefix, *segments) if s)
+        if self.date_partitioned:
+            return date_partitioned_key(directory, filename)
+        return f"{directory}/{filename}" if directory else filename
+
+    def _segment_length(self, slug_length, location, limits, max_length) -> int:
+        """``max_slug_length``, lowered so the field segments leave room for a minimal name."""
+        if not self.fields:
+            return slug_length
+        fixed = self.example_prefix()  # one "x" per field segment, which the slugs replace
+        count = len(self.fields)
+        budgets = [limits.max_key_bytes - utf8_len(full_key(location, fixed)) + count]
+        if max_length is not None:
+            budgets.append(max_length - len(fixed) + count)
+        room = (min(budgets) - MIN_NAME_CHARS) // count
+        return max(1, min(slug_length, room))
+
     def _clean_filename(self, filename: str, slug_length: int) -> str:
         base = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
-        stem, ext = split_extension(base)
         if not self.slug_filename:
             cleaned = "".join(c for c in unicodedata.normalize("NFC", base)
                               if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
             return cleaned.strip(" .") or short_hash(base)
-        ext = f".{slugify_segment(ext[1:], MAX_EXTENSION_CHARS)}" if ext else ""
-        return f"{slugify_segment(stem, slug_length)}{ext}"
+        stem, ext = split_extension(base)
+        return f"{slugify_segment(stem, slug_length)}{_clean_extension(ext)}"
 
     def _field_of(self, instance):
         for field in instance._meta.concrete_fields:
             if getattr(field, "upload_to", None) is self:
                 return field
         return None
+
+
+def _clean_extension(ext: str) -> str:
+    """``.PDF`` -> ``.pdf``, ``.tar.GZ`` -> ``.tar.gz``; an extension with no ASCII letters goes."""
+    parts = (_SLUG_JUNK.sub("", unidecode(unicodedata.normalize("NFKC", p)).lower())
+             for p in ext.split(".")[1:])
+    return "".join(f".{p}" for p in parts if p)
 
 
 def _resolve(instance, path: str):

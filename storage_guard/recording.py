@@ -27,6 +27,11 @@ def record_alias() -> str:
     base = conf.get("DATABASE_ALIAS")
     if not conf.get("INDEPENDENT_CONNECTION") or connections[base].vendor == "sqlite":
         return base
+    return register_alias(base)
+
+
+def register_alias(base: str) -> str:
+    """Register ``<base>__storage_guard``: the same database, autocommit, never request-atomic."""
     alias = base + SUFFIX
     if alias not in connections.settings:
         connections.settings[alias] = {

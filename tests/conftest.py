@@ -45,6 +45,13 @@ def _s3_settings(request, django_db_blocker):
     from django.conf import settings
     from django.core.files.storage import storages
 
+    request.getfixturevalue("django_db_setup")
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        from storage_guard.recording import register_alias
+
+        register_alias("default")  # after the test database exists, so it points there
     proxy = request.getfixturevalue("_session_proxy")
     seaweed = request.getfixturevalue("seaweed")
     seaweed.create_bucket(settings.TEST_BUCKET)

@@ -5,6 +5,7 @@ The S3 endpoint is only known once the session's SeaweedFS server and fault prox
 """
 
 import os
+import tempfile
 
 SECRET_KEY = "storage-guard-tests-only"  # noqa: S105 - not a secret, tests only
 DEBUG = False
@@ -64,6 +65,11 @@ STORAGES = {
         },
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Where large stashes go in tests: a directory every test process can reach.
+    "stash": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": tempfile.mkdtemp(prefix="storage-guard-stash-")},
+    },
 }
 
 STATIC_URL = "/static/"

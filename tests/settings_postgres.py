@@ -14,3 +14,8 @@ DATABASES = {
         "PASSWORD": os.environ.get("PGPASSWORD", ""),
     }
 }
+
+# Tests run inside a transaction per test; records written through a second connection would be
+# invisible to it. The tests of the independent connection itself (tests/test_rollback_pg.py)
+# switch it back on with transaction=True and databases="__all__".
+STORAGE_GUARD = {**STORAGE_GUARD, "INDEPENDENT_CONNECTION": False}  # noqa: F405

@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Union
+from typing import BinaryIO
 from xml.sax.saxutils import escape
 
 __all__ = [
@@ -123,7 +123,7 @@ ERROR_ACTIONS: dict[str, ErrorAction] = {
     ),
 }
 
-Action = Union[str, ErrorAction]  # noqa: UP007 - readable alias
+Action = str | ErrorAction
 
 _REASONS = {
     400: "Bad Request",
@@ -358,6 +358,7 @@ class FaultProxy:
         self._outage_until: float | None = None  # None with action = open-ended
         self._counts: collections.Counter[str] = collections.Counter()
         self._records: list[RequestRecord] = []
+        self._connections = 0
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -416,10 +417,7 @@ class FaultProxy:
         self.stop()
 
     def __repr__(self) -> str:
-        return (
-            f"<FaultProxy 127.0.0.1:{self.port} -> "
-            f"{self.upstream_host}:{self.upstream_port}>"
-        )
+        return f"<FaultProxy 127.0.0.1:{self.port} -> {self.upstream_host}:{self.upstream_port}>"
 
     # -- policy API -------------------------------------------------------
 
@@ -484,9 +482,7 @@ class FaultProxy:
             raise ValueError("probabilities add up to more than 1")
         with self._lock:
             self._probabilities = {a: p for a, p in probabilities.items() if p > 0}
-            self._methods = (
-                frozenset(m.upper() for m in methods) if methods is not None else None
-            )
+            self._methods = frozenset(m.upper() for m in methods) if methods is not None else None
             self._path_prefix = path_prefix
             if stall_seconds is not None:
                 self._stall_seconds = float(stall_seconds)
@@ -542,6 +538,7 @@ class FaultProxy:
         with self._lock:
             self._counts.clear()
             self._records.clear()
+            self._connections = 0
 
     @property
     def counts(self) -> collections.Counter[str]:
@@ -559,9 +556,13 @@ class FaultProxy:
         with self._lock:
             return list(self._records)
 
-    def requests_for(
-        self, method: str | None = None, path_contains: str | None = None
-    ) -> int:
+    @property
+    def connections(self) -> int:
+        """Client connections accepted (keep-alive makes this < requests)."""
+        with self._lock:
+            return self._connections
+
+    def requests_for(self, method: str | None = None, path_contains: str | None = None) -> int:
         with self._lock:
             return sum(
                 1
@@ -639,6 +640,7 @@ class FaultProxy:
                 daemon=True,
             )
             with self._lock:
+                self._connections += 1
                 self._conns.add(conn)
                 self._threads.add(thread)
             thread.start()
@@ -705,8 +707,8 @@ class FaultProxy:
                     first = int(size_line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     first = 0
-                got = len(size_line) + len(rfile.read(max(1, first // 2)) if first else b"")
-                record.body_bytes = got
+                partial = rfile.read(max(1, first // 2)) if first else b""
+                record.body_bytes = len(size_line) + len(partial)
             elif length:
                 record.body_bytes = len(rfile.read(max(1, length // 2)))
             _reset(conn)
@@ -771,9 +773,7 @@ class FaultProxy:
         """
         for attempt in (1, 2):
             if upstream is None:
-                upstream = _Upstream(
-                    self.upstream_host, self.upstream_port, self.upstream_timeout
-                )
+                upstream = _Upstream(self.upstream_host, self.upstream_port, self.upstream_timeout)
             reused = upstream.used
             try:
                 upstream.sock.sendall(head + body)

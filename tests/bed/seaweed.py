@@ -20,9 +20,15 @@ Usage::
 * Every listening port (master, volume, filer, S3, admin and their gRPC twins)
   is a free loopback port, so several servers can run at once.  If a port is
   taken between picking and binding, the start is retried with new ports.
-* The server has no identities configured, so SeaweedFS accepts any access
-  key and does not check signatures.  ``client()`` uses the dummy credentials
-  ``storage-guard-test`` / ``storage-guard-test`` and ``us-east-1``.
+* By default the server has no identities configured, so SeaweedFS accepts
+  any access key and does not check signatures.  ``client()`` uses the dummy
+  credentials ``storage-guard-test`` / ``storage-guard-test`` and
+  ``us-east-1``.  Caveat: in that mode SeaweedFS 4.x rejects aws-chunked
+  uploads (``X-Amz-Content-SHA256: STREAMING-UNSIGNED-PAYLOAD-TRAILER``, what
+  botocore sends over https) with ``403 InvalidAccessKeyId``.  Pass
+  ``auth=True`` to give ``weed mini`` an identity with exactly those dummy
+  credentials: signatures are then checked (a wrong secret gets
+  ``SignatureDoesNotMatch``) and aws-chunked uploads work.
 * Data and the server log (``weed.log``) live in ``workdir`` (a fresh temp dir
   by default, removed again by ``stop()``).  A failed start raises
   ``SeaweedStartError`` with the tail of the log.
@@ -42,6 +48,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -79,6 +86,11 @@ _SCRUBBED_ENV = (
 # SeaweedFS's admin worker dials the admin gRPC port at "admin http port +
 # 10000" regardless of -admin.port.grpc, so both are picked that way.
 _GRPC_OFFSET = 10000
+
+# One boto3 session for all clients: creating a session per client reloads
+# the service models (~0.1 s each).  Sessions are not thread-safe, hence lock.
+_SESSION: Any = None
+_SESSION_LOCK = threading.Lock()
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -154,10 +166,11 @@ def validate_bucket_name(name: str) -> str:
             f"invalid bucket name {name!r}: use 3-63 lowercase letters, digits, "
             "'-' and '.', starting and ending with a letter or digit"
         )
-    with contextlib.suppress(ValueError):
+    try:
         ipaddress.IPv4Address(name)
-        raise ValueError(f"invalid bucket name {name!r}: looks like an IP address")
-    return name
+    except ValueError:
+        return name
+    raise ValueError(f"invalid bucket name {name!r}: looks like an IP address")
 
 
 def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
@@ -184,12 +197,17 @@ class SeaweedServer:
         weed_binary: str | None = None,
         extra_args: tuple[str, ...] | list[str] = (),
         keep_workdir: bool | None = None,
+        auth: bool = False,
     ) -> None:
         self._given_workdir = Path(workdir) if workdir is not None else None
         self._weed_binary = weed_binary
         self._extra_args = list(extra_args)
         # Temp dirs we create are removed by stop(); given dirs are kept.
         self._keep_workdir = keep_workdir
+        # auth=True makes weed mini create an identity with the dummy
+        # credentials, which switches on SigV4 checking (and with it support
+        # for aws-chunked / STREAMING-UNSIGNED-PAYLOAD-TRAILER uploads).
+        self.auth = auth
         self.workdir: Path | None = self._given_workdir
         self.port: int | None = None
         self.ports: dict[str, int] = {}
@@ -249,15 +267,18 @@ class SeaweedServer:
                     last_error = exc
                     self._kill()
                     if not exc.retryable:  # not a port clash: retrying won't help
+                        self._discard_temp_workdir()
                         raise
                     continue
                 if not self._atexit_registered:
                     atexit.register(self.stop)
                     self._atexit_registered = True
                 return self
-            raise last_error or SeaweedStartError(
+            error = last_error or SeaweedStartError(
                 f"weed mini did not start within {timeout}s\n{self.log_tail()}"
             )
+            self._discard_temp_workdir()
+            raise error
 
     def _command(self, binary: str) -> list[str]:
         names = [
@@ -312,14 +333,15 @@ class SeaweedServer:
             (self.data_dir / "mini.options").unlink()
         cmd = self._command(binary)
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        self._log_handle = open(self.log_path, "ab")  # noqa: SIM115
-        self._log_handle.write(
-            f"\n===== attempt {attempt}: {' '.join(cmd)}\n".encode()
-        )
+        if self.auth:
+            env["AWS_ACCESS_KEY_ID"] = DUMMY_ACCESS_KEY
+            env["AWS_SECRET_ACCESS_KEY"] = DUMMY_SECRET_KEY
+        self._log_handle = open(self.log_path, "ab")
+        self._log_handle.write(f"\n===== attempt {attempt}: {' '.join(cmd)}\n".encode())
         self._log_handle.flush()
         self._log_offset = self._log_handle.tell()
         preexec = _set_pdeathsig if sys.platform.startswith("linux") else None
-        self._proc = subprocess.Popen(  # noqa: S603
+        self._proc = subprocess.Popen(
             cmd,
             cwd=str(self.workdir),
             env=env,
@@ -327,7 +349,7 @@ class SeaweedServer:
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=preexec,  # noqa: PLW1509
+            preexec_fn=preexec,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -337,7 +359,7 @@ class SeaweedServer:
                     f"during start\n{self.log_tail()}",
                     retryable=self._log_mentions_port_clash(),
                 )
-            if self._s3_answers():
+            if self._s3_answers() and (not self.auth or self._signed_request_works()):
                 return
             if time.monotonic() >= deadline:
                 raise SeaweedStartError(
@@ -354,7 +376,8 @@ class SeaweedServer:
                 text = fh.read().decode("utf-8", "replace").lower()
         except OSError:
             return False
-        return "address already in use" in text or "bind:" in text
+        markers = ("address already in use", "port allocation failed", "is not available")
+        return any(marker in text for marker in markers)
 
     def _s3_answers(self) -> bool:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
@@ -369,6 +392,20 @@ class SeaweedServer:
             return False
         finally:
             conn.close()
+
+    def _signed_request_works(self) -> bool:
+        """With auth on, the identity appears shortly after the port opens."""
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3 = self.client(config=Config(connect_timeout=1, read_timeout=2))
+        try:
+            s3.list_buckets()
+        except (BotoCoreError, ClientError):
+            return False
+        finally:
+            s3.close()
+        return True
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server log."""
@@ -389,21 +426,30 @@ class SeaweedServer:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 proc.wait(timeout=10)
-                self._remove_stale_sockets()
         elif proc is not None:
             proc.wait()
+        if proc is not None:
+            self._remove_stale_sockets()
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
 
     def _remove_stale_sockets(self) -> None:
-        # After SIGKILL weed leaves its per-port gRPC sockets behind.
-        tmp = Path(tempfile.gettempdir())
+        """Remove the per-port gRPC unix sockets weed leaves in the temp dir.
+
+        Even a clean SIGTERM shutdown of weed 4.x leaves the S3 and admin
+        ones behind (SIGKILL leaves all of them).  They are named after our
+        ports and our process is gone, so they are ours to remove.
+        """
+        tmp = Path(os.environ.get("TMPDIR") or tempfile.gettempdir())  # Go's os.TempDir()
         for component in ("master", "volume", "filer", "s3", "admin"):
             port = self.ports.get(f"{component}.grpc")
-            if port:
-                with contextlib.suppress(OSError):
-                    (tmp / f"seaweedfs-{component}-grpc-{port}.sock").unlink()
+            if not port:
+                continue
+            path = tmp / f"seaweedfs-{component}-grpc-{port}.sock"
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate (then kill) the server; remove the temp workdir we made."""
@@ -412,12 +458,19 @@ class SeaweedServer:
             if self._atexit_registered:
                 atexit.unregister(self.stop)
                 self._atexit_registered = False
-            keep = self._keep_workdir
-            if keep is None:
-                keep = self._given_workdir is not None
-            if not keep and self.workdir is not None:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                self.workdir = None
+            self._discard_temp_workdir()
+
+    def _discard_temp_workdir(self) -> None:
+        """Remove the workdir unless it was given to us (or keep_workdir)."""
+        keep = self._keep_workdir
+        if keep is None:
+            keep = self._given_workdir is not None
+        if not keep and self.workdir is not None:
+            if self._log_handle is not None:
+                self._log_handle.close()
+                self._log_handle = None
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def __enter__(self) -> SeaweedServer:
         return self.start()
@@ -455,7 +508,11 @@ class SeaweedServer:
             "config": config,
         }
         params.update(kw)
-        return boto3.session.Session().client("s3", **params)
+        global _SESSION
+        with _SESSION_LOCK:
+            if _SESSION is None:
+                _SESSION = boto3.session.Session()
+            return _SESSION.client("s3", **params)
 
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` unless it exists already; return the name."""

@@ -177,17 +177,20 @@ def _choice_rules(values, where):
 
 
 def _key_rules(values, where):
+    """Each limit must fit inside the next; a limit already reported is not compared again."""
     low, high = MAX_KEY_BYTES_RANGE
     key_bytes = values.get("max_key_bytes")
     if key_bytes is not None and not low <= key_bytes <= high:
         yield ("max_key_bytes",), _error("KEY_BYTES_RANGE", where=where("max_key_bytes"),
                                          value=key_bytes, low=low, high=high)
+        return
     segment = values.get("max_segment_bytes")
     if segment is not None and key_bytes is not None \
             and not MIN_SEGMENT_BYTES <= segment <= key_bytes:
         yield ("max_segment_bytes", "max_key_bytes"), _error(
             "SEGMENT_BYTES_RANGE", where=where("max_segment_bytes"), value=segment,
             low=MIN_SEGMENT_BYTES, high=key_bytes)
+        return
     slug = values.get("max_slug_length")
     if slug is not None and segment is not None and not MIN_SLUG_LENGTH <= slug <= segment:
         yield ("max_slug_length", "max_segment_bytes"), _error(
@@ -262,14 +265,19 @@ def _prefix_problem(storage, prefix: str) -> dict | None:
     key_prefix = full_key(getattr(storage, "location", "") or "", prefix)
     max_key = int(getattr(storage, "max_key_bytes", conf.get("MAX_KEY_BYTES")))
     max_segment = int(getattr(storage, "max_segment_bytes", conf.get("MAX_SEGMENT_BYTES")))
+    shown = _preview(key_prefix)
     if utf8_len(key_prefix) + MIN_NAME_CHARS > max_key:
-        return {"prefix": key_prefix, "limit_name": "max_key_bytes", "limit": max_key,
+        return {"prefix": shown, "limit_name": "max_key_bytes", "limit": max_key,
                 "problem": f"{utf8_len(key_prefix)} bytes"}
     for segment in key_prefix.split("/"):
         if utf8_len(segment) > max_segment:
-            return {"prefix": key_prefix, "limit_name": "max_segment_bytes", "limit": max_segment,
-                    "problem": f"{utf8_len(segment)} bytes in segment {segment[:40]!r}"}
+            return {"prefix": shown, "limit_name": "max_segment_bytes", "limit": max_segment,
+                    "problem": f"{utf8_len(segment)} bytes in one segment"}
     return None
+
+
+def _preview(text: str, chars: int = 60) -> str:
+    return text if len(text) <= chars else f"{text[:chars]}…"
 
 
 def _check_slug_fields(model, guarded) -> list[checks.CheckMessage]:

@@ -237,11 +237,23 @@ def _cut(text: str, *, max_chars: int, max_bytes: int) -> str:
         if used > max_bytes:
             break
         end += 1
-    head = text[:end]
-    while head and (unicodedata.combining(head[-1]) or head[-1] in _DANGLING
-                    or unicodedata.category(head[-1]) in ("Mn", "Me", "Cf", "Cc", "Zs")):
+    head = text[:_cluster_start(text, end)]
+    while head and (head[-1] in _DANGLING
+                    or unicodedata.category(head[-1]) in ("Cf", "Cc", "Zs")):
         head = head[:-1]
     return head
+
+
+def _cluster_start(text: str, end: int) -> int:
+    """Move a cut at ``end`` back so it does not split a character from its marks or joiner."""
+    while 0 < end < len(text) and (_is_mark(text[end]) or text[end] in "\u200d\ufe0f"
+                                   or text[end - 1] == "\u200d"):
+        end -= 1
+    return end
+
+
+def _is_mark(char: str) -> bool:
+    return bool(unicodedata.combining(char)) or unicodedata.category(char) in ("Mn", "Me", "Mc")
 
 
 def _key_too_long(name, location, limits, problem: _Violation, *, shortened: bool) -> KeyTooLong:

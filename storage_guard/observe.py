@@ -1,18 +1,77 @@
-"""What one save tells the world: a log line per attempt and per outcome.
+"""What one storage operation tells the world: log lines, and Sentry breadcrumbs and events.
 
-``SaveTrace`` is created by the storage for each logical save and receives every step of it.
+The storage creates one ``SaveTrace`` per logical save (operation ``"save"``), per redelivery of
+a stashed save (``"redeliver"``) and per read (``"open"``, ``"exists"``, ``"size"``,
+``"listdir"``, ``"delete"``, ``"head"``), and calls it at every step. Everything goes to the
+``storage_guard`` logger, with the fields in ``extra=`` (``docs/observability.md`` lists them)
+and a message that reads on its own.
+
+Cost: on a first-try success the trace builds one ``extra`` dict, and only when the logger is
+enabled for INFO (DEBUG for reads); Sentry is not touched. Object bodies, credentials and
+presigned URL signatures are never logged: only the key, sizes, codes, S3's error message and
+ids are, and signatures in any text are replaced by ``[redacted]``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 
-from storage_guard import conf
-from storage_guard.classification import Classification
+from storage_guard import conf, sentry
+from storage_guard.classification import (
+    Classification,
+    key_bytes_bucket,
+    size_bucket,
+)
 from storage_guard.retry import AttemptInfo, Outcome, RetryListener
 
-logger = logging.getLogger("storage_guard")
+LOGGER_NAME = "storage_guard"
+logger = logging.getLogger(LOGGER_NAME)
+
+WRITE_OPERATIONS = frozenset({"save", "redeliver"})
+READ_OPERATIONS = frozenset({"open", "exists", "size", "listdir", "delete", "head"})
+
+# Fields of an S3 error response that are safe to keep: no signatures, no string-to-sign.
+SAFE_ERROR_FIELDS = ("Code", "Message", "Resource", "BucketName", "Key", "RequestId", "HostId",
+                     "ArgumentName", "MaxSizeAllowed", "ProposedSize", "MinSizeAllowed",
+                     "Condition")
+_SECRET_PARAM = re.compile(
+    r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|"
+    r"awsaccesskeyid|credential)=([^&\s,\"'<>]+)")
+MESSAGE_CHARS = 500
+
+
+def redact(text: str) -> str:
+    """``text`` with signature, credential and token values replaced, cut to a sane length."""
+    text = _SECRET_PARAM.sub(r"\1=[redacted]", text)
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def cut_key(key: str, limit: int) -> str:
+    """A readable stand-in for a long key: its head and its tail (the file name) around '…'."""
+    if len(key) <= limit:
+        return key
+    tail = max((limit - 1) // 3, 0)
+    return key[:limit - 1 - tail] + "…" + (key[-tail:] if tail else "")
+
+
+def safe_response(response: dict | None) -> dict | None:
+    """S3's error response without the fields that could carry a signature."""
+    if not response:
+        return None
+    error = response.get("Error") or {}
+    kept = {name: redact(str(error[name])) for name in SAFE_ERROR_FIELDS if name in error}
+    return {"Error": kept, "HTTPStatusCode": response.get("HTTPStatusCode")}
+
+
+def _response_ids(value) -> tuple[str, str]:
+    """Request and host id of a successful boto3 call (``put_object`` returns them)."""
+    if isinstance(value, dict):
+        meta = value.get("ResponseMetadata") or {}
+        return meta.get("RequestId", ""), meta.get("HostId", "")
+    return "", ""
 
 
 @dataclass
@@ -26,47 +85,207 @@ class SaveTrace(RetryListener):
     sha256: str = ""
     record_id: int | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
+    _trace_id: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not sentry.installed():  # a flag read; wires sentry up once it has been imported
+            sentry.setup()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_write(self) -> bool:
+        return self.operation in WRITE_OPERATIONS
+
+    @property
+    def trace_id(self) -> str:
+        """Short id shared by every line of this operation (made on first use)."""
+        if not self._trace_id:
+            self._trace_id = os.urandom(6).hex()
+        return self._trace_id
+
+    @property
+    def short_key(self) -> str:
+        return cut_key(self.key, conf.get("LOG_KEY_CHARS"))
+
+    def _event(self, suffix: str) -> str:
+        return ("save_" if self.is_write else "read_") + suffix
 
     def fields(self, **extra) -> dict:
-        limit = conf.get("LOG_KEY_CHARS")
-        key = self.key if len(self.key) <= limit else self.key[: limit - 1] + "…"
-        return {"storage": self.storage_alias, "operation": self.operation, "key": key,
-                "key_bytes": self.key_bytes, "size": self.size, "record_id": self.record_id,
-                **extra}
+        return {"storage": self.storage_alias, "operation": self.operation,
+                "key": self.short_key, "key_bytes": self.key_bytes, "size": self.size,
+                "record_id": self.record_id, "trace_id": self.trace_id, **extra}
 
+    def _log(self, level: int, msg: str, *args, **extra) -> None:
+        logger.log(level, msg, *args, extra=self.fields(**extra))
+
+    # ------------------------------------------------------------------ RetryListener
     def attempt_started(self, number: int) -> None:
-        logger.debug("save_attempt %s #%s", self.key, number,
-                     extra=self.fields(event="save_attempt", attempt=number))
+        if logger.isEnabledFor(logging.DEBUG):
+            event = self._event("attempt")
+            self._log(logging.DEBUG, "%s %s %s #%s", event, self.operation, self.short_key,
+                      number, event=event, attempt=number)
 
     def attempt_failed(self, info: AttemptInfo, result: Classification, will_retry: bool) -> None:
         self.attempts.append(info)
-        logger.warning("storage_error %s on %s attempt %s: %s", result.code, self.key, info.number,
-                       result.message, extra=self.fields(
-                           event="storage_error", attempt=info.number, error_code=result.code,
-                           transient=result.transient, duration_ms=info.duration_ms,
-                           request_id=result.request_id, host_id=result.host_id))
         if will_retry:
-            logger.info("save_retry %s after %s", self.key, result.code, extra=self.fields(
-                event="save_retry", attempt=info.number, error_code=result.code))
+            sentry.breadcrumb(
+                f"{self._event('retry')} {self.operation} after {result.code}",
+                self._sentry_data(result, attempt=info.number, duration_ms=info.duration_ms),
+                level="warning")
+        level = logging.WARNING if self.is_write or result.category != "client" \
+            else logging.DEBUG
+        if logger.isEnabledFor(level):
+            self._log(level, "storage_error %s on %s %s attempt %s: %s", result.code,
+                      self.operation, self.short_key, info.number, redact(result.message),
+                      event="storage_error", attempt=info.number, error_code=result.code,
+                      transient=result.transient, category=result.category,
+                      duration_ms=round(info.duration_ms, 2), request_id=result.request_id,
+                      host_id=result.host_id, will_retry=will_retry)
+        if will_retry and logger.isEnabledFor(logging.INFO):
+            event = self._event("retry")
+            self._log(logging.INFO, "%s %s %s: attempt %s after %s", event, self.operation,
+                      self.short_key, info.number + 1, result.code, event=event,
+                      attempt=info.number + 1, error_code=result.code,
+                      request_id=result.request_id, host_id=result.host_id)
+
+    # ------------------------------------------------------------------ outcomes
+    def finished(self, outcome: Outcome) -> None:
+        """The end of a read or a redelivery (a save ends in ``succeeded`` or ``stashed``)."""
+        if outcome.ok:
+            self.succeeded(outcome)
+        elif self.is_write:
+            self.redelivery_failed(outcome)
+        else:
+            self.read_failed(outcome)
 
     def succeeded(self, outcome: Outcome) -> None:
-        logger.info("save_success %s in %.1f ms after %s attempt(s)", self.key, outcome.duration_ms,
-                    outcome.attempt_count, extra=self.fields(
-                        event="save_success", attempts=outcome.attempt_count,
-                        duration_ms=outcome.duration_ms))
+        retried = outcome.attempt_count > 1
+        if retried:
+            sentry.breadcrumb(
+                f"{self._event('success')} {self.operation} after "
+                f"{outcome.attempt_count} attempts",
+                {**self._sentry_data(None), "attempts": outcome.attempt_count,
+                 "codes": [a.code for a in outcome.attempts]})
+        level = logging.INFO if self.is_write else logging.DEBUG
+        if not logger.isEnabledFor(level):
+            return
+        event = self._event("success")
+        request_id, host_id = _response_ids(outcome.value)
+        self._log(level, "%s %s %s in %.1f ms after %s attempt(s)", event, self.operation,
+                  self.short_key, outcome.duration_ms, outcome.attempt_count, event=event,
+                  attempt=outcome.attempt_count, attempts=outcome.attempt_count,
+                  error_code=outcome.attempts[0].code if retried else "",
+                  duration_ms=round(outcome.duration_ms, 2), request_id=request_id,
+                  host_id=host_id, sha256=self.sha256 if self.is_write else "")
 
     def stashed(self, outcome: Outcome, status: str) -> None:
+        """A save gave up: its bytes are in the stash and ``record_id`` is its row."""
         result = outcome.classification
-        logger.error("save_stashed %s: %s after %s attempt(s), record %s", self.key, result.code,
-                     outcome.attempt_count, self.record_id, extra=self.fields(
-                         event="save_stashed", status=status, error_code=result.code,
-                         transient=result.transient, attempts=outcome.attempt_count,
-                         duration_ms=outcome.duration_ms, request_id=result.request_id))
+        event_id = self._capture(outcome, status, level="error")
+        if logger.isEnabledFor(logging.ERROR):
+            self._log(logging.ERROR, "save_stashed %s %s: %s after %s attempt(s), status %s, "
+                      "record %s: %s", self.operation, self.short_key, result.code,
+                      outcome.attempt_count, status, self.record_id, redact(result.message),
+                      **self._outcome_fields(outcome, "save_stashed", status),
+                      sentry_event_id=event_id or "")
 
-    def record_failed(self, exc: BaseException) -> None:
-        logger.error("record_failed %s: could not write the SaveAttempt row: %r", self.key, exc,
-                     extra=self.fields(event="record_failed", error_code=type(exc).__name__))
+    def redelivery_failed(self, outcome: Outcome) -> None:
+        """A redelivery of stashed bytes failed again: they stay stashed for the next run."""
+        result = outcome.classification
+        event_id = self._capture(outcome, "still_stashed", level="warning")
+        if logger.isEnabledFor(logging.WARNING):
+            self._log(logging.WARNING, "save_stashed %s %s: %s after %s attempt(s), record %s "
+                      "stays stashed", self.operation, self.short_key, result.code,
+                      outcome.attempt_count, self.record_id,
+                      **self._outcome_fields(outcome, "save_stashed", "still_stashed"),
+                      sentry_event_id=event_id or "")
+
+    def read_failed(self, outcome: Outcome) -> None:
+        """A read gave up; the error goes to the caller, so no Sentry event is sent here."""
+        result = outcome.classification
+        level = logging.DEBUG if result.category == "client" else logging.WARNING
+        if logger.isEnabledFor(level):
+            self._log(level, "read_failed %s %s: %s after %s attempt(s)", self.operation,
+                      self.short_key, result.code, outcome.attempt_count,
+                      **self._outcome_fields(outcome, "read_failed", ""))
 
     def rejected(self, exc) -> None:
-        logger.warning("save_rejected %s: %s", self.key, exc, extra=self.fields(
-            event="save_rejected", error_code=exc.code))
+        """A save refused before any request (``SaveRejected``): data-dependent by nature."""
+        context = {**self._sentry_context(), "error_code": exc.code,
+                   "message": redact(str(exc.message))}
+        sentry.capture_failure(exc, tags=self._sentry_tags(exc.code, False, exc.category, 0),
+                               context=context, fingerprint=self._fingerprint(exc.code),
+                               level="warning", scrub=redact)
+        if logger.isEnabledFor(logging.WARNING):
+            self._log(logging.WARNING, "save_rejected %s: %s", self.short_key,
+                      redact(str(exc)), event="save_rejected", error_code=exc.code,
+                      category=exc.category, transient=False, attempt=0, attempts=0,
+                      content_type=self.content_type)
+
+    def record_failed(self, exc: BaseException) -> None:
+        """The ``SaveAttempt`` row could not be written; the save itself is unaffected."""
+        code = type(exc).__name__
+        data = {**self._sentry_data(None), "error_code": code}
+        sentry.breadcrumb(f"record_failed {self.operation}: {code}", data, level="error")
+        sentry.capture_message_throttled(
+            f"record_failed:{code}", f"storage_guard could not write a SaveAttempt row: {code}",
+            tags={"storage_guard.error_code": code, "storage_guard.storage": self.storage_alias,
+                  "storage_guard.category": "record"},
+            context={**data, "message": redact(str(exc))},
+            fingerprint=["storage_guard", "record_failed", code])
+        if logger.isEnabledFor(logging.ERROR):
+            self._log(logging.ERROR, "record_failed %s %s: could not write the SaveAttempt row: "
+                      "%s: %s", self.operation, self.short_key, code, redact(str(exc)),
+                      event="record_failed", error_code=code)
+
+    # ------------------------------------------------------------------ shared pieces
+    def _outcome_fields(self, outcome: Outcome, event: str, status: str) -> dict:
+        result = outcome.classification
+        return {"event": event, "status": status, "error_code": result.code,
+                "transient": result.transient, "category": result.category,
+                "attempt": outcome.attempt_count, "attempts": outcome.attempt_count,
+                "codes": [a.code for a in outcome.attempts],
+                "duration_ms": round(outcome.duration_ms, 2), "request_id": result.request_id,
+                "host_id": result.host_id, "sha256": self.sha256,
+                "content_type": self.content_type}
+
+    def _capture(self, outcome: Outcome, status: str, *, level: str) -> str | None:
+        result = outcome.classification
+        context = {**self._sentry_context(), "status": status, "error_code": result.code,
+                   "message": redact(result.message),
+                   "attempts": [a.as_dict() for a in outcome.attempts],
+                   "duration_ms": round(outcome.duration_ms, 2),
+                   "error_response": safe_response(result.response),
+                   "request_id": result.request_id, "host_id": result.host_id}
+        return sentry.capture_failure(
+            outcome.error, context=context, fingerprint=self._fingerprint(result.code),
+            tags=self._sentry_tags(result.code, result.transient, result.category,
+                                   outcome.attempt_count), level=level, scrub=redact)
+
+    def _fingerprint(self, code: str) -> list[str]:
+        return ["storage_guard", self.operation, code]
+
+    def _sentry_tags(self, code: str, transient: bool, category: str, attempts: int) -> dict:
+        return {"storage_guard.error_code": code,
+                "storage_guard.transient": "true" if transient else "false",
+                "storage_guard.category": category,
+                "storage_guard.attempts": str(attempts),
+                "storage_guard.operation": self.operation,
+                "storage_guard.storage": self.storage_alias or "-",
+                "storage_guard.size_bucket": size_bucket(self.size),
+                "storage_guard.key_bytes_bucket": key_bytes_bucket(self.key_bytes)}
+
+    def _sentry_context(self) -> dict:
+        return {"operation": self.operation, "storage": self.storage_alias, "key": self.key,
+                "key_bytes": self.key_bytes, "size": self.size,
+                "content_type": self.content_type, "sha256": self.sha256,
+                "record_id": self.record_id, "trace_id": self.trace_id}
+
+    def _sentry_data(self, result: Classification | None, **extra) -> dict:
+        data = {"operation": self.operation, "storage": self.storage_alias,
+                "key": self.short_key, "key_bytes": self.key_bytes, "size": self.size,
+                "trace_id": self.trace_id, **extra}
+        if result is not None:
+            data.update(error_code=result.code, transient=result.transient,
+                        request_id=result.request_id)
+        return data

@@ -130,7 +130,7 @@ def save_generated(content, name: str, *, storage=None, content_type: str | None
     except StorageGuardError as exc:
         record = _find_record(exc.context.get("record_id"))
         return _partial(generated, record, code=exc.code, category=exc.category)
-    except Exception as exc:  # noqa: BLE001 - the person gets their content whatever happened
+    except Exception as exc:  # the person gets their content whatever happened
         logger.exception("save_generated %s: unexpected error, content returned inline", name,
                          extra={"event": "save_generated_error", "error_code": type(exc).__name__})
         return _partial(generated, None, code=type(exc).__name__, category="unknown")

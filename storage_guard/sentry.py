@@ -25,6 +25,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 LOGGER_NAME = "storage_guard"
 CONTEXT_NAME = "storage_guard"
@@ -42,6 +43,10 @@ def setup() -> None:
     sdk = sys.modules.get("sentry_sdk")
     if sdk is not None:
         _install(sdk)
+
+
+def installed() -> bool:
+    return _installed
 
 
 def active():
@@ -84,8 +89,13 @@ def breadcrumb(message: str, data: dict, level: str = "info") -> None:
 
 
 def capture_failure(error: BaseException, *, tags: dict, context: dict,
-                    fingerprint: list[str], level: str = "error") -> str | None:
-    """Capture ``error`` once, with our tags, context and fingerprint on a forked scope."""
+                    fingerprint: list[str], level: str = "error",
+                    scrub: Callable[[str], str] = str) -> str | None:
+    """Capture ``error`` once, with our tags, context and fingerprint on a forked scope.
+
+    The event keeps the stack but not the frames' local variables (they hold the payload, the
+    request and its signature), and ``scrub`` is applied to each exception message.
+    """
     sdk = active()
     if sdk is None:
         return None
@@ -94,6 +104,7 @@ def capture_failure(error: BaseException, *, tags: dict, context: dict,
     try:
         with sdk.new_scope() as scope:
             _decorate(scope, tags, context, fingerprint, level)
+            scope.add_event_processor(_scrubber(scrub))
             event_id = sdk.capture_exception(error)
     except Exception:  # noqa: BLE001
         return None
@@ -131,6 +142,18 @@ def _decorate(scope, tags: dict, context: dict, fingerprint: list[str], level: s
     scope.set_context(CONTEXT_NAME, context)
     scope.fingerprint = fingerprint
     scope.set_level(level)
+
+
+def _scrubber(scrub: Callable[[str], str]):
+    def scrub_event(event, hint):
+        for value in (event.get("exception") or {}).get("values") or []:
+            if isinstance(value.get("value"), str):
+                value["value"] = scrub(value["value"])
+            for frame in (value.get("stacktrace") or {}).get("frames") or []:
+                frame.pop("vars", None)
+        return event
+
+    return scrub_event
 
 
 def _mark_reported(error: BaseException, event_id: str | None) -> None:

@@ -87,3 +87,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "loggers": {"storage_guard": {"level": "DEBUG"}},
 }
+
+# Retry tasks (storage_guard.tasks): the ORM backend, whose `db_worker` command the task tests run.
+# Added by the issue-6 engineer (additive); RETRY_WITH_TASKS stays off unless a test turns it on.
+INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

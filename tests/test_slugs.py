@@ -17,7 +17,8 @@ HASH_TAIL = re.compile(rf"-[0-9a-f]{{{HASH_CHARS}}}$")
 # Arbitrary text, weighted towards the awkward parts of Unicode.
 AWKWARD = st.sampled_from([
     "😀", "👩‍👩‍👧", "🇩🇪", "北京", "東京", "مرحبا", "שלום", "\u202e", "e\u0301", "\u0301", "ﬁ",
-    "Ｆｕｌｌ", "ß", "İ", "\x00", "\x1b", "\t", "\n", " ", "/", "..", ".", "_", "-", "--",
+    "\uff26\uff55\uff4c\uff4c", "ß", "İ", "\x00", "\x1b", "\t", "\n", " ", "/", "..", ".",
+    "_", "-", "--",
     "Ä", "ñ", "Ω", "№", "½", "\u200d", "\ufeff",
 ])
 TEXT = st.one_of(
@@ -31,7 +32,7 @@ TEXT = st.one_of(
     ("  Rechnung März 2025  ", "rechnung-marz-2025"),
     ("Straße", "strasse"),
     ("北京", "bei-jing"),
-    ("ﬁle ｎａｍｅ", "file-name"),  # NFKC: a ligature and full-width letters
+    ("ﬁle \uff4e\uff41\uff4d\uff45", "file-name"),  # NFKC: a ligature and full-width letters
     ("a__b--c..d  e/f", "a-b-c-d-e-f"),
     ("e\u0301te", "ete"),  # a combining accent composes, then transliterates
     ("Ünïcödé", "unicode"),

@@ -3,7 +3,7 @@
 import pytest
 from django.core.files.base import ContentFile
 
-from tests.bed.faultproxy import error
+from storage_guard.testing.faultproxy import error
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
 """Tests for the test bed itself: a real SeaweedFS server and the fault proxy.
 
-Run with ``python -m pytest tests/bed -q -p no:django`` (no Django, no
+Run with ``python -m pytest tests/test_bed.py -q`` (no Django, no
 database: nothing here uses the ``db`` fixture).  One ``weed mini`` server is
 started for the module; a second one, with ``auth=True``, only for the
 aws-chunked test.  Every boto3 client makes exactly one attempt
@@ -24,8 +24,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from .faultproxy import FaultProxy, error
-from .seaweed import SeaweedServer, free_ports, validate_bucket_name
+from storage_guard.testing import seaweed as seaweed_module
+from storage_guard.testing.faultproxy import FaultProxy, error
+from storage_guard.testing.seaweed import SeaweedServer, free_ports, validate_bucket_name
 
 BUCKET = "bed"
 MiB = 1024 * 1024
@@ -118,6 +119,32 @@ def test_server_basics(server, direct):
 def test_invalid_bucket_names_are_rejected(name):
     with pytest.raises(ValueError):
         validate_bucket_name(name)
+
+
+def test_start_retries_on_port_clash(monkeypatch):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    taken = blocker.getsockname()[1]
+    original = seaweed_module.free_ports
+    calls = []
+
+    def clashing(count, host="127.0.0.1"):
+        ports = original(count, host)
+        if not calls and count > 1:
+            ports[2] = taken  # the volume port of the first attempt is busy
+        calls.append(ports)
+        return ports
+
+    monkeypatch.setattr(seaweed_module, "free_ports", clashing)
+    try:
+        with SeaweedServer() as srv:
+            assert taken not in srv.ports.values()
+            log = srv.log_path.read_text()
+            assert "===== attempt 2" in log
+            assert srv.create_bucket("clash") == "clash"
+    finally:
+        blocker.close()
 
 
 def test_free_ports_are_distinct():
@@ -401,6 +428,17 @@ def test_error_actions_give_s3_client_errors(
     op(proxied)  # connection was closed after the error; next request passes
     name = action.name if hasattr(action, "name") else action
     assert proxy.actions() == [name, "pass"]
+
+
+def test_error_on_head_has_no_body(proxied, proxy, existing_object):
+    proxy.script(["slowdown", "internal"])
+    for expected in ("503", "500"):
+        with pytest.raises(ClientError) as info:
+            proxied.head_object(Bucket=BUCKET, Key="fault/x.bin")
+        # no body on HEAD: botocore reports the status code as the Code
+        assert error_code(info.value) == (expected, int(expected))
+    proxied.head_object(Bucket=BUCKET, Key="fault/x.bin")
+    assert proxy.actions() == ["slowdown", "internal", "pass"]
 
 
 def test_slowdown_body_is_s3_xml(proxy, existing_object):

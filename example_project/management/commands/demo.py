@@ -1,0 +1,58 @@
+"""``manage.py demo``: the embedded S3 (SeaweedFS + fault proxy) and the development server.
+
+The server runs without the autoreloader: a reload would start a second SeaweedFS and move the
+proxy to a new port under the feet of the running page. Restart the command after code changes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from example_project.embedded import EmbeddedS3
+
+DEMO_USER = "admin"
+DEMO_PASSWORD = "admin"  # a local demo credential, printed on purpose
+
+
+class Command(BaseCommand):
+    help = "Start the embedded S3 with its fault proxy and serve the example on 127.0.0.1:8000."
+    requires_system_checks = []  # the storage needs the embedded S3 up; runserver checks later
+
+    def add_arguments(self, parser):
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
+        parser.add_argument("--no-admin", action="store_true",
+                            help="do not create the demo superuser admin/admin")
+
+    def handle(self, *args, addrport, no_admin, **options):
+        # SIGTERM (docker stop, kill) ends the server like Ctrl-C, so the embedded S3 stops too.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+        if not no_admin:
+            self.ensure_demo_admin()
+        if not settings.EMBEDDED_S3:
+            self.stdout.write(f"Using S3 at {settings.S3_ENDPOINT_URL} (no fault switch).")
+            return self.serve(addrport)
+        with EmbeddedS3(settings.EXAMPLE_VAR_DIR, settings.S3_BUCKET) as s3:
+            self.stdout.write(f"Embedded S3: SeaweedFS {s3.seaweed.endpoint_url}, fault proxy "
+                              f"{s3.proxy.endpoint_url}, bucket {s3.bucket}.")
+            return self.serve(addrport)
+
+    def serve(self, addrport: str) -> None:
+        self.stdout.write(f"Open http://{addrport}/ (Ctrl-C stops the server and the embedded S3).")
+        call_command("runserver", addrport, use_reloader=False, skip_checks=False)
+
+    def ensure_demo_admin(self) -> None:
+        users = get_user_model()
+        if users.objects.filter(username=DEMO_USER).exists():
+            self.stdout.write(f"Admin user {DEMO_USER!r} exists (demo password "
+                              f"{DEMO_PASSWORD!r} unless you changed it).")
+            return
+        users.objects.create_superuser(DEMO_USER, "admin@example.invalid", DEMO_PASSWORD)
+        self.stdout.write(self.style.WARNING(
+            f"Created admin user {DEMO_USER!r} with password {DEMO_PASSWORD!r}: a local demo "
+            "credential only; never use it on a reachable server."))

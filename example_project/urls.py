@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from example_project import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("generate/", views.generate_page, name="generate"),
+    path("api/generate/", views.api_generate, name="api-generate"),
+    path("api/saves/<int:attempt_id>/", views.api_save_status, name="api-save-status"),
+    path("documents/", views.documents_page, name="documents"),
+    path("faults/", views.faults_page, name="faults"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,56 @@
+"""``manage.py purge_save_attempts --older-than 30d``: delete old records in batches.
+
+Thin: parses arguments, calls ``storage_guard.purge.purge``, reports counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from django.core.management.base import BaseCommand
+
+from storage_guard import purge, replay
+
+
+def age(text: str):
+    try:
+        return replay.parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def batch_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"--batch-size must be a whole number from 1 to "
+                                         f"100000, not {text!r}")
+    return int(text)
+
+
+class Command(BaseCommand):
+    help = ("Delete save records older than AGE in batches. Unresolved failures (and their "
+            "stashed bytes) are kept unless --include-unresolved is given.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--older-than", type=age, required=True, metavar="AGE",
+                            help="delete records made more than AGE ago (12h, 30d, 2w)")
+        parser.add_argument("--include-unresolved", action="store_true",
+                            help="also delete failed and deferred saves and their stashed bytes")
+        parser.add_argument("--batch-size", type=batch_size, default=purge.BATCH_SIZE)
+        parser.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+    def handle(self, *args, **options):
+        result = purge.purge(options["older_than"],
+                             include_unresolved=options["include_unresolved"],
+                             batch_size=options["batch_size"], dry_run=options["dry_run"])
+        if options["json"]:
+            self.stdout.write(json.dumps(result.as_dict(), indent=2))
+            return
+        verb = "would delete" if result.dry_run else "deleted"
+        line = f"{verb} {result.deleted} record(s)"
+        if result.unresolved_deleted:
+            line += f", {result.unresolved_deleted} of them unresolved"
+        if not result.dry_run:
+            line += f", freed {result.stashes_freed} stash(es), in {result.batches} batch(es)"
+        self.stdout.write(self.style.SUCCESS(line))

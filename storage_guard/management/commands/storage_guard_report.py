@@ -1,0 +1,71 @@
+"""``manage.py storage_guard_report``: what went wrong with saves, and whether it is the data.
+
+Thin: parses arguments, calls ``storage_guard.report.build_report`` and prints it as aligned
+tables or, with ``--json``, as one JSON document (``docs/report.md``). Exit status 0, or 2 on
+a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from storage_guard import conf, report
+from storage_guard.models import SaveAttempt
+
+
+def since(text: str):
+    try:
+        return report.parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def top(text: str) -> int:
+    try:
+        return report.check_top(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--top must be a whole number between 1 and {report.MAX_TOP}, not {text!r}"
+        ) from None
+
+
+class Command(BaseCommand):
+    help = ("Report on saves: success and retry rates, errors by code, durations, the largest "
+            "failing keys and payloads, and keys whose identical content failed then succeeded.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--since", type=since, default=report.DEFAULT_SINCE, metavar="AGE",
+                            help="saves made in the last AGE (90s, 30m, 24h, 7d, 2w) or since an "
+                                 "ISO date; default 24h")
+        parser.add_argument("--storage", metavar="ALIAS", help="only saves of this storage alias")
+        parser.add_argument("--top", type=top, default=report.DEFAULT_TOP, metavar="N",
+                            help=f"rows per list (1 to {report.MAX_TOP}); default "
+                                 f"{report.DEFAULT_TOP}")
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+    def handle(self, *args, **options):
+        alias = options["storage"]
+        if alias is not None:
+            self.check_alias(alias)
+        start = options["since"]
+        if isinstance(start, str):  # call_command(since="7d") skips argparse's conversion
+            start = report.parse_since(start)
+        data = report.build_report(since=start, storage=alias, top=options["top"])
+        if options["json"]:
+            self.stdout.write(json.dumps(data, indent=2))
+        else:
+            self.stdout.write(report.render_text(data), ending="")
+
+    def check_alias(self, alias: str) -> None:
+        if alias in settings.STORAGES:
+            return
+        recorded = SaveAttempt.objects.using(conf.get("DATABASE_ALIAS")).filter(
+            storage_alias=alias).exists()
+        if not recorded:
+            known = ", ".join(sorted(settings.STORAGES))
+            raise CommandError(f"--storage {alias!r} is not in settings.STORAGES and no save "
+                               f"was recorded for it (known: {known})", returncode=2)

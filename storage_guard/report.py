@@ -1,0 +1,436 @@
+"""The numbers behind ``manage.py storage_guard_report``, as plain data (``docs/report.md``).
+
+Everything is aggregated in the database: a handful of queries whatever the number of rows,
+``percentile_cont`` on PostgreSQL and an ``ORDER BY … LIMIT 2 OFFSET k`` interpolation
+elsewhere. ``build_report`` returns dicts, lists, numbers and ISO strings only, ready for
+``json.dumps``; ``render_text`` turns that into aligned tables for people.
+
+The heart is ``same_data``: for each key with a save that did not arrive (failed, deferred,
+recovered or abandoned), was there a later successful save of the *same content* (equal SHA-256
+and size, or the row itself recovered by a retry)? Then the failure was intermittent, on the
+network or S3 side. Only later successes with *different* content? Then the user changed the
+data between the failure and the success. Neither? The key is still unresolved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+
+from django.db import connections
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q
+from django.utils import timezone
+
+from storage_guard import conf
+from storage_guard.classification import _NETWORK_TABLE, S3_CODES
+from storage_guard.models import SaveAttempt, Status
+from storage_guard.observe import cut_key
+
+PERCENTILES = (0.5, 0.95, 0.99)
+DEFAULT_SINCE = "24h"
+MAX_SINCE = dt.timedelta(days=3650)
+DEFAULT_TOP = 10
+MAX_TOP = 100
+
+DID_NOT_ARRIVE = (Status.FAILED, Status.DEFERRED, Status.RECOVERED, Status.ABANDONED)
+ARRIVED_LATER = (Status.SUCCEEDED, Status.RECOVERED)
+FAILURE_STATUSES = (*DID_NOT_ARRIVE, Status.REJECTED)
+DURATION_GROUPS = {
+    "first_try": Q(status=Status.SUCCEEDED, attempts=1),
+    "retried": Q(status=Status.SUCCEEDED, attempts__gt=1),
+    "failed": Q(status__in=DID_NOT_ARRIVE),
+}
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+
+
+# ---------------------------------------------------------------------- arguments
+def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """``24h``, ``30m``, ``7d``, ``2w``, ``90s`` ago, or an ISO date / date-time."""
+    now = now or timezone.now()
+    match = _DURATION.match(text)
+    if match:
+        delta = dt.timedelta(**{UNITS[match[2]]: int(match[1])})
+        if not dt.timedelta(0) < delta <= MAX_SINCE:
+            raise ValueError(f"--since {text!r} is out of range: give more than 0 and at most "
+                             f"{MAX_SINCE.days}d")
+        return now - delta
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not understood: give a duration such as 90s, "
+                         f"30m, 24h, 7d or 2w (at most {MAX_SINCE.days}d), or an ISO date such "
+                         f"as 2024-05-01 or 2024-05-01T12:00") from None
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, dt.UTC)
+    if when > now:
+        raise ValueError(f"--since {text!r} is in the future (now is {now.isoformat()})")
+    return when
+
+
+def check_top(top: int) -> int:
+    if not 1 <= top <= MAX_TOP:
+        raise ValueError(f"--top must be between 1 and {MAX_TOP}, not {top}")
+    return top
+
+
+# ---------------------------------------------------------------------- the report
+def build_report(*, since: dt.datetime, until: dt.datetime | None = None,
+                 storage: str | None = None, top: int = DEFAULT_TOP,
+                 using: str | None = None) -> dict:
+    """Every section of the report for saves made in ``[since, until)``."""
+    until = until or timezone.now()
+    using = using or conf.get("DATABASE_ALIAS")
+    check_top(top)
+    rows = _window(since, until, storage, using)
+    counts = _counts(rows)
+    return {
+        "window": {"since": since.isoformat(), "until": until.isoformat(), "storage": storage,
+                   "database": using},
+        "saves": counts["saves"],
+        "by_status": counts["by_status"],
+        "rates": _rates(counts),
+        "duration_ms": _durations(rows, since, until, storage, using),
+        "errors": _errors(rows, since, until, storage, using),
+        "largest_failed_keys": _largest_failed_keys(rows, top),
+        "largest_failed_payloads": _largest_failed_payloads(rows, top),
+        "same_data": _same_data(rows, top, using),
+    }
+
+
+def _window(since, until, storage, using):
+    rows = SaveAttempt.objects.using(using).filter(
+        created_at__gte=since, created_at__lt=until, operation="save")
+    return rows.filter(storage_alias=storage) if storage is not None else rows
+
+
+def _counts(rows) -> dict:
+    totals = rows.aggregate(
+        saves=Count("id"),
+        first_try=Count("id", filter=Q(status=Status.SUCCEEDED, attempts=1)),
+        retried=Count("id", filter=Q(attempts__gt=1)),
+        retried_ok=Count("id", filter=Q(status=Status.SUCCEEDED, attempts__gt=1)))
+    by_status = {status: 0 for status in Status.values}
+    for entry in rows.order_by().values("status").annotate(n=Count("id")):
+        by_status[entry["status"]] = entry["n"]
+    return {**totals, "by_status": by_status}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _rates(counts: dict) -> dict:
+    saves, status = counts["saves"], counts["by_status"]
+    return {
+        "success": _share(status[Status.SUCCEEDED], saves),
+        "first_try_success": _share(counts["first_try"], saves),
+        "retry": _share(counts["retried"], saves),
+        "success_after_retry": _share(counts["retried_ok"], counts["retried"]),
+        "eventual_success": _share(status[Status.SUCCEEDED] + status[Status.RECOVERED], saves),
+    }
+
+
+# ---------------------------------------------------------------------- durations
+def _durations(rows, since, until, storage, using) -> dict:
+    """p50/p95/p99 of the whole save (all attempts and pauses) per outcome; rejected excluded."""
+    sent = rows.exclude(status=Status.REJECTED)
+    if connections[using].vendor == "postgresql":
+        return _durations_postgres(since, until, storage, using)
+    result = {"all": _percentiles_portable(sent)}
+    for group, condition in DURATION_GROUPS.items():
+        result[group] = _percentiles_portable(sent.filter(condition))
+    return result
+
+
+def _durations_postgres(since, until, storage, using) -> dict:
+    where, params = _where_sql(since, until, storage, using)
+    table = SaveAttempt._meta.db_table
+    sql = f"""
+        SELECT grp, COUNT(*), percentile_cont(%s::float8[]) WITHIN GROUP (ORDER BY duration_ms)
+        FROM (SELECT CASE WHEN status = 'succeeded' AND attempts = 1 THEN 'first_try'
+                          WHEN status = 'succeeded' THEN 'retried'
+                          WHEN status IN ('failed', 'deferred', 'recovered', 'abandoned')
+                               THEN 'failed'
+                          ELSE 'other' END AS grp, duration_ms
+              FROM {table} WHERE {where} AND status <> 'rejected') AS sent
+        GROUP BY ROLLUP (grp)"""  # table name from the model
+    result = {name: _no_percentiles() for name in ("all", *DURATION_GROUPS)}
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [list(PERCENTILES), *params])
+        for group, count, values in cursor.fetchall():
+            name = "all" if group is None else group
+            if name in result and count:
+                result[name] = _percentile_dict(count, values)
+    return result
+
+
+def _no_percentiles() -> dict:
+    return {"count": 0, **{_label(p): None for p in PERCENTILES}}
+
+
+def _label(p: float) -> str:
+    return f"p{round(p * 100)}"
+
+
+def _percentile_dict(count: int, values) -> dict:
+    return {"count": count, **{_label(p): None if v is None else round(v, 2)
+                               for p, v in zip(PERCENTILES, values, strict=True)}}
+
+
+def _percentiles_portable(rows) -> dict:
+    """``percentile_cont`` semantics (linear interpolation) with two rows read per percentile."""
+    count = rows.count()
+    if not count:
+        return _no_percentiles()
+    ordered = rows.order_by("duration_ms").values_list("duration_ms", flat=True)
+    values = []
+    for p in PERCENTILES:
+        position = p * (count - 1)
+        low = math.floor(position)
+        pair = list(ordered[low:low + 2])
+        upper = pair[1] if len(pair) > 1 else pair[0]
+        values.append(pair[0] + (upper - pair[0]) * (position - low))
+    return _percentile_dict(count, values)
+
+
+# ---------------------------------------------------------------------- errors
+def _where_sql(since, until, storage, using) -> tuple[str, list]:
+    ops = connections[using].ops
+    where = "created_at >= %s AND created_at < %s AND operation = 'save'"
+    params = [ops.adapt_datetimefield_value(since), ops.adapt_datetimefield_value(until)]
+    if storage is not None:
+        where += " AND storage_alias = %s"
+        params.append(storage)
+    return where, params
+
+
+def _attempt_errors(since, until, storage, using) -> dict[str, tuple[int, int]]:
+    """code -> (failed attempts, saves affected), from every row's ``attempt_log``."""
+    connection = connections[using]
+    where, params = _where_sql(since, until, storage, using)
+    where = " AND ".join(f"s.{part.strip()}" for part in where.split(" AND "))
+    table = SaveAttempt._meta.db_table
+    if connection.vendor == "postgresql":
+        source = f"{table} s CROSS JOIN LATERAL jsonb_array_elements(s.attempt_log) e"
+        code = "e->>'code'"
+    else:  # SQLite's JSON1 (MariaDB/MySQL are not supported by this report)
+        source = f"{table} s, json_each(s.attempt_log) e"
+        code = "json_extract(e.value, '$.code')"
+    sql = (f"SELECT {code} AS code, COUNT(*), COUNT(DISTINCT s.id) FROM {source} "
+           f"WHERE {where} AND (s.attempts > 1 OR s.error_code <> '') AND {code} <> 'OK' "
+           f"GROUP BY {code}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {code: (attempts, saves) for code, attempts, saves in cursor.fetchall()}
+
+
+def _errors(rows, since, until, storage, using) -> list[dict]:
+    """One line per error code: every failed attempt, and the saves that ended on it."""
+    final = {}
+    for entry in (rows.exclude(error_code="").order_by().values("error_code")
+                  .annotate(n=Count("id"), transient_n=Count("id", filter=Q(transient=True)),
+                            category=Max("error_category"))):
+        final[entry["error_code"]] = entry
+    attempts = _attempt_errors(since, until, storage, using)
+    total_attempts = sum(n for n, _ in attempts.values())
+    total_final = sum(entry["n"] for entry in final.values())
+    lines = []
+    for code in set(final) | set(attempts):
+        failed_attempts, saves_affected = attempts.get(code, (0, 0))
+        entry = final.get(code)
+        transient, category = describe_code(code, entry)
+        final_n = entry["n"] if entry else 0
+        lines.append({"code": code, "transient": transient, "category": category,
+                      "failed_attempts": failed_attempts,
+                      "attempt_share": _share(failed_attempts, total_attempts),
+                      "saves_affected": max(saves_affected, final_n),
+                      "final_failures": final_n, "final_share": _share(final_n, total_final)})
+    lines.sort(key=lambda line: (-line["failed_attempts"], -line["final_failures"],
+                                 line["code"]))
+    return lines
+
+
+def describe_code(code: str, entry: dict | None = None) -> tuple[bool | None, str]:
+    """(transient, category) from the classification table, else from the stored rows."""
+    if code in S3_CODES:
+        return S3_CODES[code]
+    for _type, known, transient, category in _NETWORK_TABLE:
+        if known == code:
+            return transient, category
+    if entry:
+        return entry["transient_n"] * 2 > entry["n"], entry["category"] or "unknown"
+    return None, "unknown"
+
+
+# ---------------------------------------------------------------------- largest failures
+def _largest_failed_keys(rows, top: int) -> list[dict]:
+    failed = rows.filter(status__in=FAILURE_STATUSES)
+    keys = list(failed.order_by().values("key_digest")
+                .annotate(key=Min("key"), key_bytes=Max("key_bytes"), failures=Count("id"))
+                .order_by("-key_bytes", "key_digest")[:top])
+    codes = _codes_by_digest(failed, [k["key_digest"] for k in keys])
+    return [{"key": k["key"], "key_bytes": k["key_bytes"], "failures": k["failures"],
+             "codes": codes.get(k["key_digest"], {})} for k in keys]
+
+
+def _largest_failed_payloads(rows, top: int) -> list[dict]:
+    failed = (rows.filter(status__in=FAILURE_STATUSES, size__isnull=False)
+              .order_by("-size", "-id")[:top])
+    return [{"id": r["id"], "key": r["key"], "size": r["size"], "status": r["status"],
+             "error_code": r["error_code"], "content_type": r["content_type"],
+             "created_at": r["created_at"].isoformat()}
+            for r in failed.values("id", "key", "size", "status", "error_code",
+                                   "content_type", "created_at")]
+
+
+def _codes_by_digest(rows, digests: list[str]) -> dict[str, dict[str, int]]:
+    codes: dict[str, dict[str, int]] = {}
+    if not digests:
+        return codes
+    for entry in (rows.filter(key_digest__in=digests).order_by()
+                  .values("key_digest", "error_code").annotate(n=Count("id"))):
+        codes.setdefault(entry["key_digest"], {})[entry["error_code"]] = entry["n"]
+    return codes
+
+
+# ---------------------------------------------------------------------- same data, other outcome
+def _same_data(rows, top: int, using: str) -> dict:
+    failures = rows.filter(status__in=DID_NOT_ARRIVE)
+    later = SaveAttempt.objects.using(using).filter(
+        key_digest=OuterRef("key_digest"), storage_alias=OuterRef("storage_alias"),
+        bucket=OuterRef("bucket"), created_at__gt=OuterRef("created_at"),
+        status__in=ARRIVED_LATER)
+    same = later.filter(sha256=OuterRef("sha256"), size=OuterRef("size"))
+    changed = later.exclude(sha256=OuterRef("sha256"), size=OuterRef("size"))
+    per_key = list(
+        failures.annotate(same_later=Exists(same), changed_later=Exists(changed))
+        .order_by().values("key_digest")
+        .annotate(key=Min("key"), failures=Count("id"),
+                  same=Count("id", filter=Q(same_later=True) | Q(status=Status.RECOVERED)),
+                  changed=Count("id", filter=Q(changed_later=True)),
+                  first_failure=Min("created_at"), last_failure=Max("created_at")))
+    groups: dict[str, list[dict]] = {"intermittent": [], "changed_data": [], "unresolved": []}
+    for entry in per_key:
+        verdict = ("intermittent" if entry["same"] else
+                   "changed_data" if entry["changed"] else "unresolved")
+        groups[verdict].append(entry)
+    result = {"keys_with_failures": len(per_key)}
+    for verdict, entries in groups.items():
+        entries.sort(key=lambda e: (-e["failures"], e["key"]))
+        shown = entries[:top]
+        codes = _codes_by_digest(failures, [e["key_digest"] for e in shown])
+        result[verdict] = {
+            "keys": len(entries),
+            "failures": sum(e["failures"] for e in entries),
+            "top": [{"key": e["key"], "failures": e["failures"],
+                     "codes": codes.get(e["key_digest"], {}),
+                     "first_failure": e["first_failure"].isoformat(),
+                     "last_failure": e["last_failure"].isoformat()} for e in shown]}
+    return result
+
+
+# ---------------------------------------------------------------------- text
+KEY_CHARS = 80
+_NUMBER = re.compile(r"^(-|-?[\d.]+%?)$")
+
+
+def render_text(report: dict) -> str:
+    """Aligned tables for people: the same data as the JSON, in the same order."""
+    window = report["window"]
+    parts = [f"storage_guard report: saves from {window['since']} to {window['until']}, "
+             f"storage {window['storage'] or '(all)'}", ""]
+    parts += _table(["", "value"], _summary_rows(report))
+    parts += ["", "Saves by status"]
+    parts += _table(["status", "saves"], [[k, v] for k, v in report["by_status"].items()])
+    parts += ["", "Duration of a save in ms (all attempts and pauses)"]
+    parts += _table(["outcome", "saves", "p50", "p95", "p99"],
+                    [[name, d["count"], d["p50"], d["p95"], d["p99"]]
+                     for name, d in report["duration_ms"].items()])
+    parts += ["", "Errors by code (every failed attempt; final = the save ended on it)"]
+    parts += _table(["code", "transient", "category", "attempts", "share", "saves", "final",
+                     "final share"],
+                    [[e["code"], _yes_no(e["transient"]), e["category"], e["failed_attempts"],
+                      _pct(e["attempt_share"]), e["saves_affected"], e["final_failures"],
+                      _pct(e["final_share"])] for e in report["errors"]])
+    parts += ["", "Largest keys among failures"]
+    parts += _table(["key bytes", "failures", "codes", "key"],
+                    [[k["key_bytes"], k["failures"], _codes(k["codes"]), _key(k["key"])]
+                     for k in report["largest_failed_keys"]])
+    parts += ["", "Largest payloads among failures"]
+    parts += _table(["bytes", "status", "code", "id", "key"],
+                    [[p["size"], p["status"], p["error_code"], p["id"], _key(p["key"])]
+                     for p in report["largest_failed_payloads"]])
+    parts += ["", *_same_data_text(report["same_data"])]
+    return "\n".join(parts) + "\n"
+
+
+def _summary_rows(report: dict) -> list[list]:
+    rates = report["rates"]
+    return [["saves", report["saves"]],
+            ["success (first call)", _pct(rates["success"])],
+            ["first-try success", _pct(rates["first_try_success"])],
+            ["retry rate", _pct(rates["retry"])],
+            ["success after a retry", _pct(rates["success_after_retry"])],
+            ["eventual success (recovered too)", _pct(rates["eventual_success"])]]
+
+
+SAME_DATA_TITLES = {
+    "intermittent": "Same data, different outcome: identical content failed, later succeeded "
+                    "(intermittent: network or S3 side)",
+    "changed_data": "Content changed between the failure and the success (the user's data "
+                    "changed)",
+    "unresolved": "No later success yet",
+}
+
+
+def _same_data_text(same: dict) -> list[str]:
+    lines = [f"Keys with a save that did not arrive: {same['keys_with_failures']}"]
+    for verdict, title in SAME_DATA_TITLES.items():
+        group = same[verdict]
+        lines += ["", f"{title}: {group['keys']} key(s), {group['failures']} failure(s)"]
+        lines += _table(["failures", "codes", "last failure", "key"],
+                        [[e["failures"], _codes(e["codes"]), e["last_failure"][:19],
+                          _key(e["key"])] for e in group["top"]])
+    return lines
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    cells = [[_cell(value) for value in row] for row in rows]
+    numeric = [all(_NUMBER.match(row[i]) for row in cells) for i in range(len(headers))]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+
+    def line(values):
+        padded = [v.rjust(w) if num else v.ljust(w)
+                  for v, w, num in zip(values, widths, numeric, strict=True)]
+        return ("  " + "  ".join(padded)).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in cells)]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.2f}%"
+
+
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def _codes(codes: dict[str, int]) -> str:
+    return ", ".join(f"{code or '-'} x{n}" for code, n in sorted(codes.items(),
+                                                               key=lambda kv: -kv[1]))
+
+
+def _key(key: str) -> str:
+    return cut_key(key, KEY_CHARS)

@@ -1,0 +1,133 @@
+"""Retries as tasks: with ``STORAGE_GUARD["RETRY_WITH_TASKS"] = True`` a failed save enqueues
+its own retry, so whatever worker fleet runs the project's task queue does the replay.
+
+``schedule_retry(record)`` enqueues ``retry_save`` with ``run_after`` set by an exponential
+backoff over replay rounds (``RETRY_TASK_DELAY``, doubling, capped at ``RETRY_TASK_CAP``, at
+most ``RETRY_TASK_MAX_ROUNDS`` rounds; the first delay defaults to the breaker cooldown, the
+time after which the endpoint is worth probing again) and writes the same time into the
+record's ``next_retry_at``. ``retry_save`` replays through ``storage_guard.replay`` (the code the
+command and the admin action use) and, when delivery fails again, schedules the next round.
+
+The enqueue survives the caller's rollback, like the record does: when records are written on
+their own connection (PostgreSQL), the task is enqueued from a short-lived thread, which Django
+gives its own database connection in autocommit mode, so a view under ``ATOMIC_REQUESTS`` that
+re-raises ``SaveFailed`` rolls back its own work but neither the record nor its retry. On SQLite
+both share the caller's connection and transaction (see ``docs/scaling.md``).
+
+Uses Django's ``django.tasks`` where it exists (Django 6) and the ``django_tasks`` backport
+otherwise. The backend must support ``run_after`` (``supports_defer``); one that does not is
+refused with a log line rather than retrying inside the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from storage_guard import conf, replay
+from storage_guard.models import UNRESOLVED, SaveAttempt
+from storage_guard.recording import record_alias, update_attempt
+
+try:
+    from django.tasks import task, task_backends
+except ImportError:  # Django < 6: the backport
+    from django_tasks import task, task_backends
+
+logger = logging.getLogger("storage_guard")
+
+# Read with conf.get_config().get(...) so projects can set them once conf.DEFAULTS has them.
+TASK_DEFAULTS = {"RETRY_TASK_DELAY": None, "RETRY_TASK_CAP": 3600.0,
+                 "RETRY_TASK_MAX_ROUNDS": 10}
+
+
+def _setting(name: str):
+    return conf.get_config().get(name, TASK_DEFAULTS[name])
+
+
+@task()
+def retry_save(record_id: int) -> dict:
+    """Replay one stashed save; schedule the next round if it fails again."""
+    result = replay.replay_ids([record_id], via="task")
+    if result.failed:
+        record = SaveAttempt.objects.using(record_alias()).filter(pk=record_id).first()
+        if record is not None and record.status in UNRESOLVED:
+            schedule_retry(record)
+    return {"delivered": result.delivered, "failed": result.failed, "skipped": result.skipped}
+
+
+def replay_rounds(record: SaveAttempt) -> int:
+    return max((entry.get("round", 0) for entry in record.attempt_log or []), default=0)
+
+
+def retry_delay(rounds: int, rng: random.Random | None = None) -> float:
+    """Seconds before round ``rounds + 1``: doubling from the base, capped, half of it jittered."""
+    base = _setting("RETRY_TASK_DELAY")
+    base = float(base if base is not None else max(conf.get("BREAKER_COOLDOWN"), 1.0))
+    ceiling = min(float(_setting("RETRY_TASK_CAP")), base * 2 ** rounds)
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def schedule_retry(record: SaveAttempt) -> str | None:
+    """Enqueue the next retry of ``record``; returns the task result id, or None if not queued.
+
+    Never raises: the record is already safe, and ``retry_failed_saves`` picks up anything a
+    broken queue could not take.
+    """
+    rounds = replay_rounds(record)
+    if rounds >= _setting("RETRY_TASK_MAX_ROUNDS"):
+        update_attempt(record, next_retry_at=None)
+        logger.error("retry_given_up %s after %s task round(s), record %s: left for an operator "
+                     "(retry_failed_saves or the admin)", record.key, rounds, record.pk,
+                     extra={"event": "retry_given_up", "record_id": record.pk, "rounds": rounds})
+        return None
+    try:
+        return _enqueue(record, rounds)
+    except Exception as exc:  # a queue failure must not hide the save's own error
+        logger.exception("retry_enqueue_failed %s, record %s: %r", record.key, record.pk, exc,
+                         extra={"event": "retry_enqueue_failed", "record_id": record.pk})
+        return None
+
+
+def _enqueue(record: SaveAttempt, rounds: int) -> str | None:
+    backend_alias = conf.get("TASK_BACKEND")
+    if not task_backends[backend_alias].supports_defer:
+        logger.error("retry_not_enqueued %s: task backend %r cannot run tasks later (no "
+                     "run_after); use one that can, e.g. django_tasks_db", record.key,
+                     backend_alias, extra={"event": "retry_not_enqueued", "record_id": record.pk})
+        return None
+    run_after = timezone.now() + timedelta(seconds=retry_delay(rounds))
+    update_attempt(record, next_retry_at=run_after)
+    bound = retry_save.using(backend=backend_alias, run_after=run_after)
+    task_result = _outside_callers_transaction(lambda: bound.enqueue(record.pk))
+    logger.info("retry_enqueued %s for %s, record %s, round %s", record.key,
+                run_after.isoformat(), record.pk, rounds + 1, extra={
+                    "event": "retry_enqueued", "record_id": record.pk, "task_id": task_result.id,
+                    "run_after": run_after.isoformat(), "round": rounds + 1})
+    return task_result.id
+
+
+def _outside_callers_transaction(fn):
+    """Run ``fn`` on connections of its own when records are written on their own connection."""
+    if record_alias() == conf.get("DATABASE_ALIAS"):
+        return fn()
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+            box["error"] = exc
+        finally:
+            connections.close_all()  # this thread's connections only
+
+    thread = threading.Thread(target=run, name="storage_guard-enqueue")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

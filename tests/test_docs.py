@@ -1,0 +1,32 @@
+"""The docs track the code: every error code, setting and command is documented."""
+
+from pathlib import Path
+
+import pytest
+
+from storage_guard.classification import _NETWORK_TABLE, S3_CODES
+from storage_guard.conf import DEFAULTS
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def read(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+@pytest.mark.parametrize("code", sorted(set(S3_CODES) | {row[1] for row in _NETWORK_TABLE}))
+def test_every_error_code_is_in_the_error_table(code):
+    assert f"`{code}`" in read("errors.md")
+
+
+@pytest.mark.parametrize("key", sorted(DEFAULTS))
+def test_every_setting_is_documented(key):
+    assert f"`{key}`" in read("configuration.md")
+
+
+def test_every_management_command_is_documented():
+    commands = Path(__file__).resolve().parents[1] / "storage_guard" / "management" / "commands"
+    names = [p.stem for p in commands.glob("*.py") if not p.stem.startswith("_")]
+    text = "".join(p.read_text() for p in DOCS.glob("*.md"))
+    missing = [name for name in names if name not in text]
+    assert not missing, f"commands without docs: {missing}"

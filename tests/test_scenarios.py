@@ -1,0 +1,100 @@
+"""The issue's numbers, as outcomes: many saves under realistic faults, zero bytes lost."""
+
+import hashlib
+import os
+import random
+import threading
+import time
+
+import pytest
+from django.core.files.base import ContentFile
+
+from storage_guard import stash
+from storage_guard.errors import SaveFailed
+from storage_guard.models import SaveAttempt, Status
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+SIZES = [2 * 1024, 60 * 1024, 1024 * 1024]
+
+
+def mixed_payloads(n, seed=7):
+    rng = random.Random(seed)
+    return [(f"mixed/{i:04d}.bin", rng.randbytes(SIZES[i % 3])) for i in range(n)]
+
+
+def test_300_saves_at_20_percent_resets_all_arrive(guarded_storage_factory, fault_proxy,
+                                                   read_object):
+    storage = guarded_storage_factory(max_attempts=5, breaker_threshold=0)
+    fault_proxy.configure(reset=0.2, methods={"PUT"}, seed=20)
+    payloads = mixed_payloads(300)
+
+    names = [storage.save(name, ContentFile(body)) for name, body in payloads]
+
+    assert fault_proxy.counts["reset"] > 30  # the faults really happened
+    for name, (_, body) in zip(names, payloads, strict=True):
+        assert read_object(name) == body
+    statuses = set(SaveAttempt.objects.values_list("status", flat=True))
+    assert statuses == {Status.SUCCEEDED}
+    extra_attempts = sum(a - 1 for a in SaveAttempt.objects.values_list("attempts", flat=True))
+    assert extra_attempts == fault_proxy.counts["reset"]  # every reset cost exactly one retry
+
+
+def test_5_percent_stalls_never_hang(guarded_storage_factory, fault_proxy, read_object):
+    deadline = 4.0
+    storage = guarded_storage_factory(read_timeout=1, retry_deadline=deadline, max_attempts=5,
+                                      breaker_threshold=0)
+    fault_proxy.configure(stall=0.05, methods={"PUT"}, seed=5, stall_seconds=30)
+    payloads = mixed_payloads(60, seed=5)
+
+    durations = []
+    for name, body in payloads:
+        started = time.monotonic()
+        try:
+            storage.save(name, ContentFile(body))
+        except SaveFailed:
+            pass
+        durations.append(time.monotonic() - started)
+
+    assert fault_proxy.counts["stall"] >= 1
+    assert max(durations) < deadline + 1.0  # one connect at most beyond the deadline
+    for name, body in payloads:
+        record = SaveAttempt.objects.for_key(name).get()
+        if record.status == Status.SUCCEEDED:
+            assert read_object(name) == body
+        else:
+            assert stash.read(record) == body
+
+
+def test_10_second_outage_loses_nothing(guarded_storage_factory, fault_proxy, read_object):
+    storage = guarded_storage_factory(max_attempts=3, breaker_threshold=5, breaker_cooldown=2,
+                                      retry_deadline=5)
+    timer = threading.Timer(2.0, fault_proxy.outage, kwargs={"seconds": 10, "action": "reset"})
+    timer.start()
+    saved, failed, fast_failures = {}, {}, []
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < 16:
+        name, body = f"outage/{i:05d}.bin", os.urandom(2048 + i)
+        t0 = time.monotonic()
+        try:
+            saved[storage.save(name, ContentFile(body))] = body
+        except SaveFailed as exc:
+            failed[exc.record_id] = body
+            if exc.code == "CircuitOpen":
+                fast_failures.append(time.monotonic() - t0)
+        i += 1
+        time.sleep(0.02)
+    timer.join()
+
+    assert failed, "the outage must have caused failures"
+    assert len(fast_failures) > 10 and max(fast_failures) < 0.1
+    assert len(saved) > 50  # saves before and after the outage went through
+    for name, body in saved.items():
+        assert read_object(name) == body
+    for record_id, body in failed.items():
+        record = SaveAttempt.objects.get(pk=record_id)
+        assert record.status == Status.FAILED
+        assert hashlib.sha256(stash.read(record)).hexdigest() == record.sha256
+        assert stash.read(record) == body
+    assert SaveAttempt.objects.count() == len(saved) + len(failed)

@@ -17,13 +17,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from storage_guard.storage import GuardedS3Storage
-
-try:
-    from storage_guard.testing.faultproxy import FaultProxy
-    from storage_guard.testing.seaweed import SeaweedServer
-except ImportError:  # until the test bed moves into the package
-    from tests.bed.faultproxy import FaultProxy
-    from tests.bed.seaweed import SeaweedServer
+from storage_guard.testing.faultproxy import FaultProxy
+from storage_guard.testing.seaweed import SeaweedServer
 
 logger = logging.getLogger(__name__)
 

@@ -107,6 +107,11 @@ STORAGE_GUARD = {
     "RETRY_WITH_TASKS": env.bool("GUARD_RETRY_WITH_TASKS", default=False),
 }
 
+# Retry tasks: with GUARD_RETRY_WITH_TASKS on, run `python manage.py db_worker` next to the server.
+if STORAGE_GUARD["RETRY_WITH_TASKS"]:
+    INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
 # --- Sentry (off unless SENTRY_DSN is set) ------------------------------------------------------
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:

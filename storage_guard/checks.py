@@ -41,6 +41,10 @@ class Codes:
     PREFIX_TOO_LONG = "storage_guard.E010"
     SETTINGS_INVALID = "storage_guard.E011"
     SLUG_FIELD_TOO_LONG = "storage_guard.W001"
+    DEADLINE_BELOW_READ_TIMEOUT = "storage_guard.W002"
+    SQLITE_ATOMIC_REQUESTS = "storage_guard.W003"
+    STASH_STORAGE_UNKNOWN = "storage_guard.E012"
+    STASH_STORAGE_SAME_BUCKET = "storage_guard.W004"
 
 
 class Messages:
@@ -64,6 +68,16 @@ class Messages:
     SLUG_FIELD_TOO_LONG = (
         "{field} has max_length={max_length}, longer than max_slug_length={max_slug_length} "
         "of the guarded storage used by {model}.")
+    DEADLINE_BELOW_READ_TIMEOUT = (
+        "{where} ({deadline!r}s) is shorter than read_timeout ({read_timeout!r}s): a single "
+        "stalled attempt outlasts the deadline and no retry can start.")
+    SQLITE_ATOMIC_REQUESTS = (
+        "DATABASES[{alias!r}] is SQLite with ATOMIC_REQUESTS on: a request that fails after a "
+        "failed save rolls back its SaveAttempt record and stash.")
+    STASH_STORAGE_UNKNOWN = "{where} is {value!r}, which is not an alias in settings.STORAGES."
+    STASH_STORAGE_SAME_BUCKET = (
+        "{where} is {value!r}, which writes to the same endpoint and bucket as the storage it "
+        "protects: when that bucket fails, so does the stash.")
 
 
 class Hints:
@@ -84,15 +98,22 @@ class Hints:
     SLUG_FIELD_TOO_LONG = ("Slugs longer than max_slug_length are cut (with a hash) when they "
                            "become key segments. Set the SlugField's max_length to "
                            "{max_slug_length} or less, or raise max_slug_length.")
+    DEADLINE_BELOW_READ_TIMEOUT = "Make retry_deadline at least two or three read timeouts."
+    SQLITE_ATOMIC_REQUESTS = ("Use PostgreSQL or MySQL in production (records then go through "
+                              "a second connection), or turn ATOMIC_REQUESTS off.")
+    STASH_STORAGE_UNKNOWN = "Add that alias to STORAGES, or set stash_storage to None."
+    STASH_STORAGE_SAME_BUCKET = ("Point the stash at a shared volume or a bucket on another "
+                                 "endpoint, or set it to None (stash in the database).")
 
 
 # Options that must be whole numbers of at least this much.
-MINIMUMS = {"max_attempts": 1, "breaker_threshold": 1, "max_metadata_bytes": 1,
+# (breaker_threshold 0 turns the breaker off.)
+MINIMUMS = {"max_attempts": 1, "breaker_threshold": 0, "max_metadata_bytes": 1,
             "max_header_bytes": 1, "stash_db_max_bytes": 0, "spool_max_memory": 0}
 # Durations in seconds that must be greater than zero.
-POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline", "breaker_cooldown")
-# Durations in seconds that may be zero (no backoff) but not negative.
-NON_NEGATIVE = ("backoff_base", "backoff_cap")
+POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline")
+# Durations in seconds that may be zero (no backoff, no cool-down) but not negative.
+NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown")
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
 
 
@@ -328,3 +349,60 @@ def _error(name: str, *, obj=None, hint_args: dict | None = None, **fields) -> c
     return checks.Error(getattr(Messages, name).format(**fields),
                         hint=getattr(Hints, name).format(**hint_args),
                         obj=obj, id=getattr(Codes, name))
+
+
+# --- Deployment ------------------------------------------------------------------------------
+
+
+@checks.register(TAG)
+def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Settings that work but defeat a promise: deadline, rollback survival, stash location."""
+    try:
+        defaults = conf.storage_defaults()
+        database_alias = conf.get("DATABASE_ALIAS")
+    except ImproperlyConfigured:
+        return []  # reported by check_options
+    found = _sqlite_atomic_requests(database_alias)
+    found += _deadline_warnings(defaults, alias=None)
+    for alias, options in _guarded_storage_options():
+        if {"retry_deadline", "read_timeout"} & set(options):
+            found += _deadline_warnings({**defaults, **options}, alias=alias)
+        found += _stash_problems(alias, {**defaults, **options})
+    return found
+
+
+def _deadline_warnings(values: dict, *, alias: str | None) -> list[checks.CheckMessage]:
+    deadline, read_timeout = values.get("retry_deadline"), values.get("read_timeout")
+    if not (_is_number(deadline) and _is_number(read_timeout)) or deadline >= read_timeout:
+        return []
+    return [_warning("DEADLINE_BELOW_READ_TIMEOUT", where=_where("retry_deadline", alias),
+                     deadline=deadline, read_timeout=read_timeout)]
+
+
+def _sqlite_atomic_requests(alias: str) -> list[checks.CheckMessage]:
+    database = settings.DATABASES.get(alias, {})
+    if "sqlite" in database.get("ENGINE", "") and database.get("ATOMIC_REQUESTS"):
+        return [_warning("SQLITE_ATOMIC_REQUESTS", alias=alias)]
+    return []
+
+
+def _stash_problems(alias: str, values: dict) -> list[checks.CheckMessage]:
+    stash_alias = values.get("stash_storage")
+    if not stash_alias:
+        return []
+    where = _where("stash_storage", alias)
+    stash_spec = settings.STORAGES.get(stash_alias)
+    if stash_spec is None:
+        return [_error("STASH_STORAGE_UNKNOWN", where=where, value=stash_alias)]
+    own = settings.STORAGES[alias].get("OPTIONS") or {}
+    other = stash_spec.get("OPTIONS") or {}
+    same = [own.get(k) for k in ("endpoint_url", "bucket_name")] == \
+        [other.get(k) for k in ("endpoint_url", "bucket_name")]
+    if same and stash_spec.get("BACKEND", "").endswith("S3Storage"):
+        return [_warning("STASH_STORAGE_SAME_BUCKET", where=where, value=stash_alias)]
+    return []
+
+
+def _warning(name: str, **fields) -> checks.Warning:
+    return checks.Warning(getattr(Messages, name).format(**fields),
+                          hint=getattr(Hints, name).format(**fields), id=getattr(Codes, name))

@@ -96,7 +96,10 @@ class GuardedS3Storage(S3Storage):
 
     # ----------------------------------------------------------------- names and keys
     def get_available_name(self, name, max_length=None):
-        return super().get_available_name(self._fit(name, max_length), max_length)
+        # Django may append "_abc1234" to make the name unique: fit again so that the name whose
+        # existence was checked is the one that will be saved.
+        available = super().get_available_name(self._fit(name, max_length), max_length)
+        return self._fit(available, max_length)
 
     def generate_filename(self, filename):
         return self._fit(super().generate_filename(filename))

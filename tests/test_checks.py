@@ -85,8 +85,11 @@ def option_messages(**storage_guard) -> list[tuple[str, str, str]]:
                          "STORAGE_GUARD['MAX_ATTEMPTS'] is 0; it must be at least 1.",
                          "Raise it to 1 or more.")),
     ("BREAKER_THRESHOLD", -1, (Codes.OPTION_MINIMUM,
-                               "STORAGE_GUARD['BREAKER_THRESHOLD'] is -1; it must be at least 1.",
-                               "Raise it to 1 or more.")),
+                               "STORAGE_GUARD['BREAKER_THRESHOLD'] is -1; it must be at least 0.",
+                               "Raise it to 0 or more.")),
+    ("BREAKER_COOLDOWN", -1, (Codes.OPTION_MINIMUM,
+                              "STORAGE_GUARD['BREAKER_COOLDOWN'] is -1; it must be at least 0.",
+                              "Raise it to 0 or more.")),
     ("CONNECT_TIMEOUT", 0, (Codes.OPTION_NOT_POSITIVE,
                             "STORAGE_GUARD['CONNECT_TIMEOUT'] is 0; it must be greater than 0.",
                             "Use a positive number of seconds.")),
@@ -134,8 +137,9 @@ def test_backoff_cap_below_backoff_base():
         "backoff_cap is the longest sleep between attempts; make it >= backoff_base.")]
 
 
-def test_zero_backoff_is_allowed():
-    assert option_messages(BACKOFF_BASE=0, BACKOFF_CAP=0) == []
+def test_zero_backoff_and_a_disabled_breaker_are_allowed():
+    assert option_messages(BACKOFF_BASE=0, BACKOFF_CAP=0, BREAKER_THRESHOLD=0,
+                           BREAKER_COOLDOWN=0) == []
 
 
 def test_an_unknown_storage_guard_key():

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from storage_guard import purge
-from storage_guard.models import SaveAttempt, StashedPayload, Status
+from storage_guard.models import SaveAttempt, StashedPayload
 from storage_guard.storage import GuardedS3Storage
 from tests.test_replay import stash_failed_saves
 

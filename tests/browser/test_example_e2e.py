@@ -73,7 +73,8 @@ def test_partial_result_is_shown_kept_listed_and_later_delivered(
     log_in(admin, base)
     listing = admin.goto(f"{base}/admin/storage_guard/saveattempt/")
     assert listing.status == 200, "SaveAttempt is not in the admin (storage_guard/admin.py)"
-    row = admin.locator("#result_list tr", has_text=record.key[-40:])
+    row = admin.locator(
+        f"#result_list tr:has(a[href$='/storage_guard/saveattempt/{record.pk}/change/'])")
     assert row.count() == 1
     assert "failed" in row.inner_text().lower()
     screenshot(admin, "example-admin-failed-save")

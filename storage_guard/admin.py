@@ -17,7 +17,6 @@ import posixpath
 from datetime import timedelta
 from functools import cached_property
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
 from django.core.exceptions import PermissionDenied
@@ -104,7 +103,9 @@ class StorageFilter(admin.SimpleListFilter):
     title, parameter_name = "storage", "storage_alias"
 
     def lookups(self, request, model_admin):
-        return [(alias, alias) for alias in settings.STORAGES]
+        from storage_guard.doctor import guarded_aliases
+
+        return [(alias, alias) for alias in guarded_aliases()]
 
     def queryset(self, request, queryset):
         return queryset.filter(storage_alias=self.value()) if self.value() else queryset

@@ -37,8 +37,10 @@ def configure_django(db: str, workdir: Path) -> None:
         database = {"ENGINE": "django.db.backends.postgresql", "HOST": "127.0.0.1",
                     "PORT": "5432", "NAME": "test", "USER": "postgres"}
     else:
-        database = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(workdir / "bench.sqlite3"),
-                    "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
+        database = {"ENGINE": "django.db.backends.sqlite3",
+                    "NAME": str(workdir / "bench.sqlite3"),
+                    "OPTIONS": {"init_command":
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "storage_guard"],
         DATABASES={"default": database},

@@ -107,7 +107,6 @@ _NETWORK_TABLE: list[tuple[type, str, bool, str]] = [
     (ConnectionRefusedError, "ConnectionRefused", True, "network"),
     (BrokenPipeError, "BrokenPipe", True, "network"),
     (ssl.SSLError, "TLSError", True, "network"),
-    (socket.timeout, "ReadTimeout", True, "timeout"),
     (TimeoutError, "Timeout", True, "timeout"),
     (socket.gaierror, "DNSError", True, "network"),
 ]

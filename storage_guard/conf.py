@@ -49,6 +49,9 @@ DEFAULTS: dict[str, object] = {
     # Retry workers.
     "RETRY_WITH_TASKS": False,
     "TASK_BACKEND": "default",
+    "RETRY_TASK_DELAY": None,
+    "RETRY_TASK_CAP": 3600.0,
+    "RETRY_TASK_MAX_ROUNDS": 10,
     # Observability.
     "LOG_KEY_CHARS": 120,
 }

@@ -366,7 +366,9 @@ def _same_data(rows, top: int, using: str) -> dict:
         result[verdict] = {
             "keys": len(entries),
             "failures": sum(e["failures"] for e in entries),
-            "top": [{**details[e["key_digest"]], "failures": e["failures"],
+            "top": [{"key": details[e["key_digest"]]["key"], "failures": e["failures"],
+                     "codes": details[e["key_digest"]]["codes"],
+                     "first_failure": details[e["key_digest"]]["first_failure"],
                      "last_failure": e["last_failure"].isoformat()} for e in shown]}
     return result
 
@@ -396,12 +398,12 @@ def render_text(report: dict) -> str:
     window = report["window"]
     parts = [f"storage_guard report: saves from {window['since']} to {window['until']}, "
              f"storage {window['storage'] or '(all)'}", ""]
-    parts += _table(["", "value"], _summary_rows(report))
+    parts += _table(["measure", "value"], _summary_rows(report))
     parts += ["", "Saves by status"]
     parts += _table(["status", "saves"], [[k, v] for k, v in report["by_status"].items()])
     parts += ["", "Duration of a save in ms (all attempts and pauses)"]
     parts += _table(["outcome", "saves", "p50", "p95", "p99"],
-                    [[name, d["count"], d["p50"], d["p95"], d["p99"]]
+                    [[DURATION_LABELS.get(name, name), d["count"], d["p50"], d["p95"], d["p99"]]
                      for name, d in report["duration_ms"].items()])
     parts += ["", "Errors by code (every failed attempt; final = the save ended on it)"]
     parts += _table(["code", "transient", "category", "attempts", "share", "saves", "final",
@@ -431,6 +433,8 @@ def _summary_rows(report: dict) -> list[list]:
             ["eventual success (recovered too)", _pct(rates["eventual_success"])]]
 
 
+DURATION_LABELS = {"all": "all sent", "retried": "succeeded after a retry",
+                   "failed": "did not arrive"}
 SAME_DATA_TITLES = {
     "intermittent": "Same data, different outcome: identical content failed, later succeeded "
                     "(intermittent: network or S3 side)",

@@ -1,4 +1,4 @@
-"""``GuardedS3Storage``: django-storages' ``S3Storage`` with retries, a breaker, records and a stash.
+"""``GuardedS3Storage``: django-storages' ``S3Storage`` with retries, breaker, records and stash.
 
 The save path reads like the process: fit the key, read the payload once, check the headers,
 attempt (with backoff, deadline and breaker), then record the outcome and, if the bytes did not

@@ -40,13 +40,6 @@ except ImportError:  # Django < 6: the backport
 
 logger = logging.getLogger("storage_guard")
 
-# Read with conf.get_config().get(...) so projects can set them once conf.DEFAULTS has them.
-TASK_DEFAULTS = {"RETRY_TASK_DELAY": None, "RETRY_TASK_CAP": 3600.0,
-                 "RETRY_TASK_MAX_ROUNDS": 10}
-
-
-def _setting(name: str):
-    return conf.get_config().get(name, TASK_DEFAULTS[name])
 
 
 @task()
@@ -66,9 +59,9 @@ def replay_rounds(record: SaveAttempt) -> int:
 
 def retry_delay(rounds: int, rng: random.Random | None = None) -> float:
     """Seconds before round ``rounds + 1``: doubling from the base, capped, half of it jittered."""
-    base = _setting("RETRY_TASK_DELAY")
+    base = conf.get("RETRY_TASK_DELAY")
     base = float(base if base is not None else max(conf.get("BREAKER_COOLDOWN"), 1.0))
-    ceiling = min(float(_setting("RETRY_TASK_CAP")), base * 2 ** rounds)
+    ceiling = min(float(conf.get("RETRY_TASK_CAP")), base * 2 ** rounds)
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
@@ -79,7 +72,7 @@ def schedule_retry(record: SaveAttempt) -> str | None:
     broken queue could not take.
     """
     rounds = replay_rounds(record)
-    if rounds >= _setting("RETRY_TASK_MAX_ROUNDS"):
+    if rounds >= conf.get("RETRY_TASK_MAX_ROUNDS"):
         update_attempt(record, next_retry_at=None)
         logger.error("retry_given_up %s after %s task round(s), record %s: left for an operator "
                      "(retry_failed_saves or the admin)", record.key, rounds, record.pk,

@@ -7,7 +7,7 @@ The S3 endpoint is only known once the session's SeaweedFS server and fault prox
 import os
 import tempfile
 
-SECRET_KEY = "storage-guard-tests-only"  # noqa: S105 - not a secret, tests only
+SECRET_KEY = "storage-guard-tests-only"  # not a secret: tests only
 DEBUG = False
 USE_TZ = True
 ROOT_URLCONF = "tests.urls"

@@ -1,4 +1,4 @@
-"""The same settings on the PostgreSQL server of this machine (concurrency and transaction tests)."""
+"""The same settings on the local PostgreSQL server (concurrency and transaction tests)."""
 
 import os
 

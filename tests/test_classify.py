@@ -49,7 +49,7 @@ def test_every_s3_code_row(code, expected):
     (ConnectionRefusedError(), "ConnectionRefused", True, "network"),
     (BrokenPipeError(), "BrokenPipe", True, "network"),
     (ssl.SSLError("handshake"), "TLSError", True, "network"),
-    (socket.timeout("timed out"), "ReadTimeout", True, "timeout"),
+    (TimeoutError("timed out"), "Timeout", True, "timeout"),
     (socket.gaierror("no such host"), "DNSError", True, "network"),
     (u3e.ReadTimeoutError(None, "/", "read timed out"), "ReadTimeout", True, "timeout"),
     (u3e.ConnectTimeoutError(), "ConnectTimeout", True, "timeout"),

@@ -12,6 +12,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection, transaction
 from django.utils import timezone
 
 from storage_guard import report
@@ -229,3 +230,24 @@ def test_an_empty_window_reports_zeros_not_errors():
     assert data["duration_ms"]["all"] == {"count": 0, "p50": None, "p95": None, "p99": None}
     assert data["errors"] == [] and data["same_data"]["keys_with_failures"] == 0
     assert "(none)" in report.render_text(data)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="runs in the PostgreSQL pass of .ci/run (PostgreSQL session settings)")
+@pytest.mark.django_db
+def test_the_report_restores_the_callers_postgres_settings():
+    record_saves(3, duration_ms=5.0)
+
+    def settings_now():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('jit'), current_setting('work_mem')")
+            return cursor.fetchone()
+
+    with transaction.atomic():  # the caller's transaction, as in an admin view
+        before = settings_now()
+        data = report.build_report(since=timezone.now() - dt.timedelta(hours=1))
+        after = settings_now()
+
+    assert data["duration_ms"]["all"]["count"] == 3
+    assert after == before and before[1] != report.POSTGRES_SESSION["work_mem"]

@@ -15,8 +15,9 @@ from tests.testapp.models import Document
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.django_db(transaction=True, databases="__all__"),
-    pytest.mark.skipif("connection.vendor != 'postgresql'",
-                       reason="runs in the PostgreSQL pass of .ci/run (--ds=tests.settings_postgres)"),
+    pytest.mark.skipif(
+        "connection.vendor != 'postgresql'",
+        reason="runs in the PostgreSQL pass of .ci/run (--ds=tests.settings_postgres)"),
 ]
 
 

@@ -17,8 +17,8 @@ from django.db import connection
 from storage_guard import sentry
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import SaveAttempt
-from tests import sentry_support
 from storage_guard.testing.faultproxy import error
+from tests import sentry_support
 
 sentry_events = sentry_support.sentry_events  # the fixture (an import would trip ruff's F811)
 
@@ -223,8 +223,10 @@ def test_without_a_client_a_failed_save_still_raises_save_failed(guarded_storage
 
 
 def test_no_sentry_import_cost_when_it_is_absent(tmp_path):
-    """With sentry_sdk unimportable, a failure goes through the trace and nothing imports it."""
-    (tmp_path / "sentry_sdk.py").write_text("raise ImportError('sentry_sdk is absent')\n")
+    """With sentry_sdk absent, failures go through the trace and nothing even tries to import it."""
+    attempted = tmp_path / "import-attempted"
+    (tmp_path / "sentry_sdk.py").write_text(
+        f"open({str(attempted)!r}, 'w').close()\nraise ImportError('sentry_sdk is absent')\n")
     script = """
 import sys, django
 django.setup()
@@ -251,6 +253,7 @@ print("sentry_sdk" in sys.modules, outcome.classification.code)
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "InternalError"]
+    assert not attempted.exists(), "something tried to import sentry_sdk"
 
 
 @pytest.mark.postgres

@@ -63,6 +63,6 @@ def test_permanent_read_error_is_raised_at_once(stored, fault_proxy):
     storage, name = stored
     fault_proxy.configure(methods={"HEAD"})
     fault_proxy.script([error(403, "AccessDenied", "Access Denied")])
-    with pytest.raises(Exception, match="403|AccessDenied|Forbidden"):
+    with pytest.raises(Exception, match=r"403|AccessDenied|Forbidden"):
         storage.exists(name)
     assert fault_proxy.counts["HEAD"] == 1

@@ -16,7 +16,8 @@ from storage_guard.testing.faultproxy import error
 pytestmark = pytest.mark.django_db
 
 TRANSIENT = ["reset", "reset_mid_body", "slowdown", "internal", "throttle_429",
-             "service_unavailable", error(400, "RequestTimeout", "Your socket connection timed out"),
+             "service_unavailable",
+             error(400, "RequestTimeout", "Your socket connection timed out"),
              error(502, "BadGateway", "Bad gateway"), "stall"]
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("STORAGE_GUARD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = (os.environ.get("STORAGE_GUARD_CHROMIUM") or shutil.which("chromium")
+            or "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screens"
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

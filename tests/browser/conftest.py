@@ -24,8 +24,10 @@ FLAGS = [
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs a loop
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One browser per test module: Playwright's sync API keeps an event loop running in this
+    thread while it is open, which later async-to-sync code in other modules must not see."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -161,6 +161,16 @@ def _by_status(code: str, status: int | None) -> tuple[bool, str]:
     return False, "client"
 
 
+def describe(code: str) -> tuple[bool, str] | None:
+    """``(transient, category)`` of a code from either table, or None for an unknown code."""
+    if code in S3_CODES:
+        return S3_CODES[code]
+    for _exc_type, known, transient, category in _NETWORK_TABLE:
+        if known == code:
+            return transient, category
+    return None
+
+
 def size_bucket(size: int | None) -> str:
     """A coarse size label shared by logs, Sentry tags and the report."""
     if size is None:

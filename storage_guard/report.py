@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
 
 from storage_guard import conf
-from storage_guard.classification import _NETWORK_TABLE, S3_CODES
+from storage_guard.classification import describe
 from storage_guard.models import SaveAttempt, Status
 from storage_guard.observe import cut_key
 
@@ -295,11 +295,9 @@ def _errors(final: dict[str, dict], since, until, storage, using) -> list[dict]:
 
 def describe_code(code: str, entry: dict | None = None) -> tuple[bool | None, str]:
     """(transient, category) from the classification table, else from the stored rows."""
-    if code in S3_CODES:
-        return S3_CODES[code]
-    for _type, known, transient, category in _NETWORK_TABLE:
-        if known == code:
-            return transient, category
+    known = describe(code)
+    if known is not None:
+        return known
     if entry:
         return entry["transient_n"] * 2 > entry["n"], entry["category"] or "unknown"
     return None, "unknown"

@@ -92,10 +92,10 @@ def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
             if guard is not None:
                 guard.after_failure(result)
             delay = _next_delay(policy, number, result, started, clock)
+            info.delay_ms = (delay or 0.0) * 1000
             listener.attempt_failed(info, result, will_retry=delay is not None)
             if delay is None:
                 break
-            info.delay_ms = delay * 1000
             sleep(delay)
         else:
             outcome.attempts.append(AttemptInfo(number, "OK", (clock() - attempt_started) * 1000))

@@ -223,13 +223,15 @@ class GuardedS3Storage(S3Storage):
 
     def _record_rejection(self, name, exc: SaveRejected, *, payload=None, params=None) -> None:
         key = exc.context.get("key") or self._normalize_name(clean_name(name))
-        record = recording.insert_attempt(
-            **self._base_fields(name, key, payload, params), status=Status.REJECTED,
-            attempts=0, error_code=exc.code, error_category=exc.category, transient=False,
-            error_message=str(exc.message)[:4000])
-        exc.context["record_id"] = record.pk
         trace = self._trace("save", key, payload, params)
-        trace.record_id = record.pk
+        try:
+            record = recording.insert_attempt(
+                **self._base_fields(name, key, payload, params), status=Status.REJECTED,
+                attempts=0, error_code=exc.code, error_category=exc.category, transient=False,
+                error_message=str(exc.message)[:4000])
+            exc.context["record_id"] = trace.record_id = record.pk
+        except Exception as db_exc:  # noqa: BLE001 - the caller must see SaveRejected
+            trace.record_failed(db_exc)
         trace.rejected(exc)
 
     # ----------------------------------------------------------------- delivery of stashed saves
@@ -239,9 +241,11 @@ class GuardedS3Storage(S3Storage):
         trace = self._trace("redeliver", record.key, payload, record.write_params)
         trace.record_id = record.pk
         try:
-            return self._run_put(record.key, payload, dict(record.write_params), trace)
+            outcome = self._run_put(record.key, payload, dict(record.write_params), trace)
         finally:
             payload.close()
+        trace.finished(outcome)
+        return outcome
 
     def verify(self, key: str, size: int | None) -> bool:
         """True when S3 has an object at ``key`` of the expected size."""
@@ -251,8 +255,9 @@ class GuardedS3Storage(S3Storage):
 
     # ----------------------------------------------------------------- reads, retried too
     def _run(self, operation: str, key: str, fn):
-        outcome = call_with_retries(fn, self.policy, guard=self.breaker,
-                                    listener=self._trace(operation, key))
+        trace = self._trace(operation, key)
+        outcome = call_with_retries(fn, self.policy, guard=self.breaker, listener=trace)
+        trace.finished(outcome)
         if not outcome.ok:
             raise outcome.error
         return outcome.value

@@ -1,5 +1,6 @@
 """The issue's numbers, as outcomes: many saves under realistic faults, zero bytes lost."""
 
+import gc
 import hashlib
 import os
 import random
@@ -70,6 +71,30 @@ def test_10_second_outage_loses_nothing(guarded_storage_factory, fault_proxy, re
     storage = guarded_storage_factory(max_attempts=3, breaker_threshold=5, breaker_cooldown=2,
                                       retry_deadline=5)
     timer = threading.Timer(2.0, fault_proxy.outage, kwargs={"seconds": 10, "action": "reset"})
+    # Late in a full test run the process heap is large and a collector pass takes 200+ ms;
+    # that is the test process's cost, not the storage's, so it stays out of the timing.
+    gc.collect()
+    gc.disable()
+    try:
+        saved, failed, fast_failures = run_through_outage(storage, timer)
+    finally:
+        gc.enable()
+
+    assert failed, "the outage must have caused failures"
+    assert len(fast_failures) > 10 and max(fast_failures) < 0.1
+    assert len(saved) > 50  # saves before and after the outage went through
+    for name, body in saved.items():
+        assert read_object(name) == body
+    for record_id, body in failed.items():
+        record = SaveAttempt.objects.get(pk=record_id)
+        assert record.status == Status.FAILED
+        assert hashlib.sha256(stash.read(record)).hexdigest() == record.sha256
+        assert stash.read(record) == body
+    assert SaveAttempt.objects.count() == len(saved) + len(failed)
+
+
+def run_through_outage(storage, timer):
+    """Save small files for 16 s while ``timer`` starts a 10 s outage; sort the outcomes."""
     timer.start()
     saved, failed, fast_failures = {}, {}, []
     started = time.monotonic()
@@ -89,14 +114,4 @@ def test_10_second_outage_loses_nothing(guarded_storage_factory, fault_proxy, re
         time.sleep(0.02)
     timer.join()
 
-    assert failed, "the outage must have caused failures"
-    assert len(fast_failures) > 10 and max(fast_failures) < 0.1
-    assert len(saved) > 50  # saves before and after the outage went through
-    for name, body in saved.items():
-        assert read_object(name) == body
-    for record_id, body in failed.items():
-        record = SaveAttempt.objects.get(pk=record_id)
-        assert record.status == Status.FAILED
-        assert hashlib.sha256(stash.read(record)).hexdigest() == record.sha256
-        assert stash.read(record) == body
-    assert SaveAttempt.objects.count() == len(saved) + len(failed)
+    return saved, failed, fast_failures

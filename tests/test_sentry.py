@@ -166,8 +166,9 @@ def test_reads_add_retry_breadcrumbs_but_never_events(guarded_storage_factory, f
     sentry_sdk.capture_message("probe")
 
     crumbs = guard_crumbs(sentry_events[0])
-    assert [(c["data"]["operation"], c["data"]["error_code"]) for c in crumbs] == [
-        ("exists", "ConnectionClosed")]
+    assert [(c["data"]["operation"], c["data"].get("error_code")) for c in crumbs] == [
+        ("exists", "ConnectionClosed"), ("exists", None)]
+    assert crumbs[1]["data"]["codes"] == ["ConnectionClosed", "OK"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,7 +5,6 @@ import time
 import pytest
 from django.core.cache import caches
 from django.core.files.base import ContentFile
-from django.test import override_settings
 
 from storage_guard.breaker import CircuitBreaker
 from storage_guard.errors import SaveFailed
@@ -92,9 +91,10 @@ def test_only_one_caller_probes_when_half_open():
     breaker.reset()
 
 
-@override_settings(CACHES=REDIS_CACHES, STORAGE_GUARD={"BREAKER_CACHE": "shared"})
-def test_state_is_shared_through_redis(guarded_storage_factory, fault_proxy):
+def test_state_is_shared_through_redis(guarded_storage_factory, fault_proxy, settings):
     """Two storage instances (as in two processes) agree through the shared cache."""
+    settings.CACHES = REDIS_CACHES
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "BREAKER_CACHE": "shared"}
     caches["shared"].clear()
     web = guarded_storage_factory(max_attempts=1, breaker_threshold=2, breaker_cooldown=30)
     worker = guarded_storage_factory(max_attempts=1, breaker_threshold=2, breaker_cooldown=30)

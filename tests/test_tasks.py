@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from storage_guard import tasks
+from storage_guard import conf, tasks
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
 from tests.test_replay import read_default, stash_failed_saves
@@ -84,7 +84,7 @@ def test_the_task_delivers_and_marks_recovered(fault_proxy, s3):
 def test_automatic_retries_stop_after_the_last_round(fault_proxy):
     [(record_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     record = SaveAttempt.objects.get(pk=record_id)
-    rounds = tasks.TASK_DEFAULTS["RETRY_TASK_MAX_ROUNDS"]
+    rounds = conf.get("RETRY_TASK_MAX_ROUNDS")
     record.attempt_log = [*record.attempt_log, {"n": 99, "code": "X", "round": rounds}]
     SaveAttempt.objects.filter(pk=record_id).update(attempt_log=record.attempt_log)
 

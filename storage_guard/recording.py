@@ -34,10 +34,25 @@ def register_alias(base: str) -> str:
     """Register ``<base>__storage_guard``: the same database, autocommit, never request-atomic."""
     alias = base + SUFFIX
     if alias not in connections.settings:
+        settings_dict = connections[base].settings_dict
         connections.settings[alias] = {
-            **connections[base].settings_dict, "ATOMIC_REQUESTS": False, "AUTOCOMMIT": True,
+            **settings_dict, "ATOMIC_REQUESTS": False, "AUTOCOMMIT": True,
+            "OPTIONS": _fast_commit_options(settings_dict),
         }
     return alias
+
+
+def _fast_commit_options(settings_dict: dict) -> dict:
+    """On PostgreSQL, success records commit without waiting for the WAL flush.
+
+    A crash of the database server may lose the last fraction of a second of *success* records
+    (their objects are safely in S3); failure records and stashes switch durability back on in
+    their own transaction (``insert_failure``), so they are never lost.
+    """
+    options = dict(settings_dict.get("OPTIONS") or {})
+    if "postgresql" in settings_dict.get("ENGINE", ""):
+        options["options"] = f"{options.get('options', '')} -c synchronous_commit=off".strip()
+    return options
 
 
 def close_independent_connections() -> None:
@@ -58,6 +73,9 @@ def insert_failure(fields: dict, stash_bytes: bytes | None) -> SaveAttempt:
     """The record and (for database stashes) its bytes, committed together."""
     alias = record_alias()
     with transaction.atomic(using=alias):
+        if connections[alias].vendor == "postgresql":
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO on")
         record = insert_attempt(**fields)
         if stash_bytes is not None:
             StashedPayload.objects.using(alias).create(attempt=record, data=stash_bytes)

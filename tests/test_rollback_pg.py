@@ -57,3 +57,25 @@ def test_records_use_a_second_connection(guarded_storage_factory, fault_proxy):
     assert SaveAttempt.objects.filter(pk=caught.value.record_id).exists()
     assert "default__storage_guard" in connections
     assert connections["default__storage_guard"].connection is not None
+
+
+def test_success_records_skip_the_wal_flush_failure_records_do_not(guarded_storage_factory,
+                                                                    fault_proxy):
+    from django.core.files.base import ContentFile
+
+    from storage_guard.recording import insert_failure
+
+    guarded_storage_factory().save("sc/ok.bin", ContentFile(b"ok"))
+    records = connections["default__storage_guard"]
+    with records.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "off"
+    seen = []
+    records.execute_wrappers.append(
+        lambda execute, sql, params, many, context: seen.append(sql) or execute(sql, params,
+                                                                                many, context))
+    try:
+        insert_failure({"name": "n", "key": "n", "key_bytes": 1, "status": Status.FAILED}, b"x")
+    finally:
+        records.execute_wrappers.pop()
+    assert seen[0] == "SET LOCAL synchronous_commit TO on"

@@ -11,7 +11,6 @@ request did what it promised, the ``saved``/``partial`` fields say how; see ``do
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import logging
 import mimetypes
@@ -22,7 +21,6 @@ from asgiref.sync import sync_to_async
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import JsonResponse
-from django.utils import timezone
 from storages.utils import clean_name
 
 from storage_guard import conf, messages
@@ -124,9 +122,8 @@ def save_generated(content, name: str, *, storage=None, content_type: str | None
     """
     storage = storage or default_storage
     generated = _Generated.build(content, name, content_type)
-    since = timezone.now()
     try:
-        saved_name = storage.save(name, generated.as_file())
+        saved_name, record = _save(storage, name, generated)
     except StorageGuardError as exc:
         record = _find_record(exc.context.get("record_id"))
         return _partial(generated, record, code=exc.code, category=exc.category)
@@ -134,7 +131,6 @@ def save_generated(content, name: str, *, storage=None, content_type: str | None
         logger.exception("save_generated %s: unexpected error, content returned inline", name,
                          extra={"event": "save_generated_error", "error_code": type(exc).__name__})
         return _partial(generated, None, code=type(exc).__name__, category="unknown")
-    record = _record_of_save(storage, saved_name, generated.sha256, since)
     if record is not None and record.is_unresolved:
         return _partial(generated, record, code=record.error_code, category=record.error_category)
     return _saved(generated, storage, saved_name, record)
@@ -153,18 +149,12 @@ def _find_record(record_id) -> SaveAttempt | None:
     return SaveAttempt.objects.using(record_alias()).filter(pk=record_id).first()
 
 
-def _record_of_save(storage, name: str, sha256: str, since: datetime.datetime):
-    """The ``SaveAttempt`` the storage just wrote for ``name`` (None for unguarded storages).
-
-    Needed because with ``on_failure="defer"`` the storage returns the name as if saved. Among
-    this key's rows written since the save began, the one with these bytes wins.
-    """
-    normalize = getattr(storage, "_normalize_name", None)
-    if normalize is None:
-        return None
-    rows = (SaveAttempt.objects.using(record_alias()).for_key(normalize(clean_name(name)))
-            .filter(created_at__gte=since).order_by("-created_at", "-pk"))
-    return rows.filter(sha256=sha256).first() or rows.first()
+def _save(storage, name: str, generated: _Generated):
+    """Save; with a guarded storage also get the record it wrote (with ``on_failure="defer"``
+    the name alone does not say whether the bytes arrived). Unguarded storages: no record."""
+    if hasattr(storage, "save_with_record"):
+        return storage.save_with_record(name, generated.as_file())
+    return storage.save(name, generated.as_file()), None
 
 
 def _saved(generated: _Generated, storage, name: str, record) -> SaveOutcome:

@@ -7,6 +7,7 @@ arrive, stash them so that nothing is lost.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from functools import cached_property
 
 from botocore.config import Config
@@ -21,6 +22,9 @@ from storage_guard.models import Status
 from storage_guard.observe import SaveTrace
 from storage_guard.payload import Payload
 from storage_guard.retry import Outcome, RetryPolicy, call_with_retries
+
+# The SaveAttempt written by the latest save in this thread or task (see save_with_record).
+_last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
 
 
 class GuardedS3File(S3File):
@@ -113,6 +117,19 @@ class GuardedS3Storage(S3Storage):
             raise
 
     # ----------------------------------------------------------------- the save path
+    def save_with_record(self, name, content, max_length=None):
+        """``save()``, also returning the ``SaveAttempt`` it wrote (None if recording failed).
+
+        With ``on_failure="defer"`` the name alone does not say whether the bytes arrived; the
+        record does (status ``succeeded`` or ``deferred``).
+        """
+        token = _last_record.set(None)
+        try:
+            saved = self.save(name, content, max_length=max_length)
+            return saved, _last_record.get()
+        finally:
+            _last_record.reset(token)
+
     def _save(self, name, content):
         name = self._fit(name)
         key = self._normalize_name(name)
@@ -198,6 +215,7 @@ class GuardedS3Storage(S3Storage):
                 attempts=outcome.attempt_count, duration_ms=outcome.duration_ms,
                 attempt_log=[a.as_dict() for a in outcome.attempts] if trace.attempts else [])
             trace.record_id = record.pk
+            _last_record.set(record)
         except Exception as exc:  # noqa: BLE001 - a record must never fail a save that worked
             trace.record_failed(exc)
         trace.succeeded(outcome)
@@ -218,6 +236,7 @@ class GuardedS3Storage(S3Storage):
             "stash_backend": plan.backend, "stash_location": plan.location,
         }, plan.db_bytes)
         trace.record_id = record.pk
+        _last_record.set(record)
         trace.stashed(outcome, status)
         return record
 

@@ -97,3 +97,14 @@ def test_raise_mode_does_not_serve_reads_from_the_stash(guarded_storage_factory,
     assert storage.exists("r.bin") is False
     with pytest.raises(FileNotFoundError):
         storage.open("r.bin")
+
+
+def test_save_with_record_tells_a_deferred_save_from_a_stored_one(guarded_storage_factory,
+                                                                  fault_proxy):
+    storage = guarded_storage_factory(on_failure="defer", max_attempts=1)
+    name, stored = storage.save_with_record("same/key.bin", ContentFile(b"v1"))
+    fault_proxy.script(["internal"])
+    again, deferred = storage.save_with_record("same/key.bin", ContentFile(b"v1"))
+    assert name == again == "same/key.bin"
+    assert (stored.status, deferred.status) == (Status.SUCCEEDED, Status.DEFERRED)
+    assert stored.pk != deferred.pk and stored.sha256 == deferred.sha256

@@ -307,7 +307,9 @@ def test_demo_command_serves_and_stops_its_embedded_s3(tmp_path):
     finally:
         demo.send_signal(signal.SIGTERM)
         output = demo.communicate(timeout=30)[0]
-    assert "admin" in output and "local demo credential" in output
+    assert "local demo credential" in output
+    password = (tmp_path / "var" / "demo-admin-password.txt").read_text().strip()
+    assert len(password) >= 12 and password in output
     assert not state.exists()
 
 

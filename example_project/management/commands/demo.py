@@ -6,8 +6,10 @@ proxy to a new port under the feet of the running page. Restart the command afte
 
 from __future__ import annotations
 
+import secrets
 import signal
 import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -17,7 +19,6 @@ from django.core.management.base import BaseCommand
 from example_project.embedded import EmbeddedS3
 
 DEMO_USER = "admin"
-DEMO_PASSWORD = "admin"  # a local demo credential, printed on purpose
 
 
 class Command(BaseCommand):
@@ -27,7 +28,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
         parser.add_argument("--no-admin", action="store_true",
-                            help="do not create the demo superuser admin/admin")
+                            help="do not create the demo superuser")
 
     def handle(self, *args, addrport, no_admin, **options):
         # SIGTERM (docker stop, kill) ends the server like Ctrl-C, so the embedded S3 stops too.
@@ -48,11 +49,17 @@ class Command(BaseCommand):
 
     def ensure_demo_admin(self) -> None:
         users = get_user_model()
+        password_file = Path(settings.EXAMPLE_VAR_DIR) / "demo-admin-password.txt"
         if users.objects.filter(username=DEMO_USER).exists():
-            self.stdout.write(f"Admin user {DEMO_USER!r} exists (demo password "
-                              f"{DEMO_PASSWORD!r} unless you changed it).")
+            known = password_file.read_text().strip() if password_file.exists() else "(unknown)"
+            self.stdout.write(f"Admin user {DEMO_USER!r} exists (demo password {known}, kept in "
+                              f"{password_file}).")
             return
-        users.objects.create_superuser(DEMO_USER, "admin@example.invalid", DEMO_PASSWORD)
+        password = secrets.token_urlsafe(12)  # generated per machine, never in the repository
+        password_file.parent.mkdir(parents=True, exist_ok=True)
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        users.objects.create_superuser(DEMO_USER, "admin@example.invalid", password)
         self.stdout.write(self.style.WARNING(
-            f"Created admin user {DEMO_USER!r} with password {DEMO_PASSWORD!r}: a local demo "
-            "credential only; never use it on a reachable server."))
+            f"Created admin user {DEMO_USER!r} with password {password} (kept in "
+            f"{password_file}): a local demo credential only."))

@@ -204,7 +204,7 @@ class GuardedS3Storage(S3Storage):
             "key": key, "key_bytes": len(key.encode("utf-8", "surrogatepass")),
             "size": payload.size if payload else None,
             "sha256": payload.sha256 if payload else "",
-            "content_type": (params or {}).get("ContentType", ""),
+            "content_type": (params or {}).get("ContentType", "")[:255],
             "write_params": params or {},
         }
 

@@ -259,22 +259,39 @@ print("sentry_sdk" in sys.modules, outcome.classification.code)
 
 @pytest.mark.postgres
 @pytest.mark.skipif(connection.vendor != "postgresql",
-                    reason="runs in the PostgreSQL pass of .ci/run (needs varchar limits)")
+                    reason="runs in the PostgreSQL pass of .ci/run (needs a database trigger)")
 @pytest.mark.django_db(transaction=True)
 def test_a_record_that_cannot_be_written_is_a_breadcrumb_and_one_message(
-        guarded_storage_factory, fault_proxy, sentry_events, read_object):
+        guarded_storage_factory, fault_proxy, sentry_events, read_object, refusing_records):
     storage = guarded_storage_factory()
-    names = []
-    for n in range(2):
-        content = ContentFile(b"payload %d" % n)
-        content.content_type = "application/x-" + "z" * 300  # over the column's 255 characters
-        names.append(storage.save(f"unrecorded/{n}.bin", content))
+    names = [storage.save(f"unrecorded/{n}.bin", ContentFile(b"payload %d" % n))
+             for n in range(2)]
     sentry_sdk.capture_message("probe")
 
     assert [read_object(name) for name in names] == [b"payload 0", b"payload 1"]
     assert SaveAttempt.objects.count() == 0
     message, probe = sentry_events
-    assert message["fingerprint"] == ["storage_guard", "record_failed", "DataError"]
-    assert guard_tags(message)["storage_guard.error_code"] == "DataError"
+    assert message["fingerprint"] == ["storage_guard", "record_failed", "ProgrammingError"]  # P0001
+    assert guard_tags(message)["storage_guard.error_code"] == "ProgrammingError"
     crumbs = guard_crumbs(probe)
-    assert [c["data"]["error_code"] for c in crumbs] == ["DataError", "DataError"]
+    assert [c["data"]["error_code"] for c in crumbs] == ["ProgrammingError"] * 2
+
+
+@pytest.fixture
+def refusing_records():
+    """A real database failure: a trigger that refuses SaveAttempt rows for unrecorded/ keys."""
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE OR REPLACE FUNCTION sg_refuse_record() RETURNS trigger AS $$
+            BEGIN
+                IF NEW.key LIKE 'unrecorded/%' THEN
+                    RAISE EXCEPTION 'records refused for this test';
+                END IF;
+                RETURN NEW;
+            END $$ LANGUAGE plpgsql""")
+        cursor.execute("CREATE TRIGGER sg_refuse BEFORE INSERT ON storage_guard_saveattempt "
+                       "FOR EACH ROW EXECUTE FUNCTION sg_refuse_record()")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER sg_refuse ON storage_guard_saveattempt")
+        cursor.execute("DROP FUNCTION sg_refuse_record()")

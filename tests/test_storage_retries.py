@@ -208,3 +208,12 @@ def test_gzip_storage_stores_what_it_recorded(guarded_storage_factory, fault_pro
     assert stored["ContentEncoding"] == "gzip"
     assert gzip.decompress(raw) == b"body { color: red }" * 50
     assert SaveAttempt.objects.get().sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_an_overlong_content_type_is_stored_and_recorded_cut(guarded_storage_factory, s3,
+                                                             bucket):
+    content = ContentFile(b"typed")
+    content.content_type = "application/x-" + "z" * 300
+    name = guarded_storage_factory().save("typed/file.bin", content)
+    assert s3.head_object(Bucket=bucket, Key=name)["ContentType"] == content.content_type
+    assert SaveAttempt.objects.get().content_type == content.content_type[:255]

@@ -45,6 +45,8 @@ class Codes:
     SQLITE_ATOMIC_REQUESTS = "storage_guard.W003"
     STASH_STORAGE_UNKNOWN = "storage_guard.E012"
     STASH_STORAGE_SAME_BUCKET = "storage_guard.W004"
+    BREAKER_CACHE_PER_PROCESS = "storage_guard.W005"
+    TASK_BACKEND_CANNOT_DEFER = "storage_guard.E013"
 
 
 class Messages:
@@ -78,6 +80,11 @@ class Messages:
     STASH_STORAGE_SAME_BUCKET = (
         "{where} is {value!r}, which writes to the same endpoint and bucket as the storage it "
         "protects: when that bucket fails, so does the stash.")
+    BREAKER_CACHE_PER_PROCESS = (
+        "STORAGE_GUARD['BREAKER_CACHE'] is {alias!r}, a {kind} cache: {effect}.")
+    TASK_BACKEND_CANNOT_DEFER = (
+        "RETRY_WITH_TASKS is on but the task backend {alias!r} cannot run a task later "
+        "(no run_after support), so no retry would ever be enqueued.")
 
 
 class Hints:
@@ -104,6 +111,10 @@ class Hints:
     STASH_STORAGE_UNKNOWN = "Add that alias to STORAGES, or set stash_storage to None."
     STASH_STORAGE_SAME_BUCKET = ("Point the stash at a shared volume or a bucket on another "
                                  "endpoint, or set it to None (stash in the database).")
+    BREAKER_CACHE_PER_PROCESS = ("Point BREAKER_CACHE at a shared cache (Redis or Memcached) so "
+                                 "every process opens and closes the circuit together.")
+    TASK_BACKEND_CANNOT_DEFER = ("Use a backend that supports run_after (e.g. django_tasks_db's "
+                                 "DatabaseBackend), or set TASK_BACKEND to one.")
 
 
 # Options that must be whole numbers of at least this much.
@@ -362,7 +373,7 @@ def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         database_alias = conf.get("DATABASE_ALIAS")
     except ImproperlyConfigured:
         return []  # reported by check_options
-    found = _sqlite_atomic_requests(database_alias)
+    found = _sqlite_atomic_requests(database_alias) + _task_backend()
     found += _deadline_warnings(defaults, alias=None)
     for alias, options in _guarded_storage_options():
         if {"retry_deadline", "read_timeout"} & set(options):
@@ -406,3 +417,35 @@ def _stash_problems(alias: str, values: dict) -> list[checks.CheckMessage]:
 def _warning(name: str, **fields) -> checks.Warning:
     return checks.Warning(getattr(Messages, name).format(**fields),
                           hint=getattr(Hints, name).format(**fields), id=getattr(Codes, name))
+
+
+@checks.register(TAG, deploy=True)
+def check_breaker_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``manage.py check --deploy``: a per-process breaker is fine in development only."""
+    try:
+        alias = conf.get("BREAKER_CACHE")
+    except ImproperlyConfigured:
+        return []
+    backend = settings.CACHES.get(alias, {}).get("BACKEND", "")
+    if backend.endswith("DummyCache"):
+        kind, effect = "dummy", "it keeps nothing, so the circuit breaker can never open"
+    elif backend.endswith("LocMemCache"):
+        kind, effect = "local-memory", "every process has its own circuit breaker"
+    else:
+        return []
+    return [_warning("BREAKER_CACHE_PER_PROCESS", alias=alias, kind=kind, effect=effect)]
+
+
+def _task_backend() -> list[checks.CheckMessage]:
+    if not conf.get("RETRY_WITH_TASKS"):
+        return []
+    from storage_guard.tasks import task_backends
+
+    alias = conf.get("TASK_BACKEND")
+    try:
+        can_defer = task_backends[alias].supports_defer
+    except Exception:  # noqa: BLE001 - an unknown alias is also a backend that cannot defer
+        can_defer = False
+    if can_defer:
+        return []
+    return [_error("TASK_BACKEND_CANNOT_DEFER", alias=alias)]

@@ -69,3 +69,44 @@ def test_stash_in_the_same_bucket():
 
 def test_stash_on_a_shared_volume_is_fine():
     assert found(STORAGES=storages(stash_storage="volume"), STORAGE_GUARD={}) == []
+
+
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+DUMMY = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+REDIS = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                     "LOCATION": "redis://127.0.0.1:6379/15"}}
+
+
+@pytest.mark.parametrize(("caches", "expected"), [
+    (LOCMEM, ["STORAGE_GUARD['BREAKER_CACHE'] is 'default', a local-memory cache: every process "
+              "has its own circuit breaker."]),
+    (DUMMY, ["STORAGE_GUARD['BREAKER_CACHE'] is 'default', a dummy cache: it keeps nothing, so "
+             "the circuit breaker can never open."]),
+    (REDIS, []),
+])
+def test_breaker_cache_is_a_deployment_check(caches, expected):
+    with override_settings(CACHES=caches):
+        messages = checks.check_breaker_cache()
+    assert [m.msg for m in messages] == expected
+    assert {m.id for m in messages} <= {Codes.BREAKER_CACHE_PER_PROCESS}
+
+
+def test_breaker_cache_check_runs_only_with_deploy():
+    from django.core import checks as django_checks
+
+    ids = {m.id for m in django_checks.run_checks(tags=[checks.TAG])}
+    assert Codes.BREAKER_CACHE_PER_PROCESS not in ids
+    ids = {m.id for m in django_checks.run_checks(tags=[checks.TAG],
+                                                  include_deployment_checks=True)}
+    assert Codes.BREAKER_CACHE_PER_PROCESS in ids  # the test settings use a local-memory cache
+
+
+def test_task_retries_need_a_backend_that_can_defer():
+    immediate = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    with override_settings(TASKS=immediate, STORAGE_GUARD={"RETRY_WITH_TASKS": True}):
+        assert found() == [(
+            Codes.TASK_BACKEND_CANNOT_DEFER,
+            "RETRY_WITH_TASKS is on but the task backend 'default' cannot run a task later (no "
+            "run_after support), so no retry would ever be enqueued.")]
+    with override_settings(STORAGE_GUARD={"RETRY_WITH_TASKS": True}):
+        assert found() == []  # the test settings' django_tasks_db backend can

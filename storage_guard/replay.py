@@ -285,17 +285,3 @@ def abandon(ids: Iterable[int], *, free_stash: bool = False) -> AbandonResult:
                                "event": "save_abandoned", "record_id": record.pk,
                                "stash_freed": free_stash})
     return result
-
-
-# --------------------------------------------------------------------- parsing ages
-AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_age(text: str) -> timedelta:
-    """``"90s"``, ``"10m"``, ``"12h"``, ``"30d"``, ``"2w"`` to a ``timedelta`` (commands' ages)."""
-    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
-    if unit not in AGE_UNITS or not value.isdigit():
-        raise ValueError(f"{text!r} is not an age: use a whole number and one of "
-                         f"{', '.join(AGE_UNITS)} (seconds, minutes, hours, days, weeks), "
-                         f"e.g. 10m or 30d")
-    return timedelta(seconds=int(value) * AGE_UNITS[unit])

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from storage_guard import conf
 from storage_guard.classification import describe
+from storage_guard.durations import is_age, parse_age
 from storage_guard.models import SaveAttempt, Status
 from storage_guard.observe import cut_key
 
@@ -44,17 +45,14 @@ DURATION_GROUPS = {
     "failed": (Q(status__in=DID_NOT_ARRIVE),
                "status IN ('failed', 'deferred', 'recovered', 'abandoned')"),
 }
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 
 
 # ---------------------------------------------------------------------- arguments
 def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     """``24h``, ``30m``, ``7d``, ``2w``, ``90s`` ago, or an ISO date / date-time."""
     now = now or timezone.now()
-    match = _DURATION.match(text)
-    if match:
-        delta = dt.timedelta(**{UNITS[match[2]]: int(match[1])})
+    if is_age(text):
+        delta = parse_age(text)
         if not dt.timedelta(0) < delta <= MAX_SINCE:
             raise ValueError(f"--since {text!r} is out of range: give more than 0 and at most "
                              f"{MAX_SINCE.days}d")

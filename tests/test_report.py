@@ -211,8 +211,8 @@ def test_the_text_report_is_aligned_and_names_every_section():
     (["--since", "0h"], "at most 3650d"),
     (["--since", "4000d"], "out of range"),
     (["--since", "2999-01-01"], "is in the future"),
-    (["--top", "0"], "between 1 and 100"),
-    (["--top", "many"], "between 1 and 100, not 'many'"),
+    (["--top", "0"], "--top must be a whole number from 1 to 100, not '0'"),
+    (["--top", "many"], "--top must be a whole number from 1 to 100, not 'many'"),
     (["--storage", "nope"], "--storage 'nope' is not in settings.STORAGES"),
 ])
 def test_bad_arguments_say_what_was_wrong_and_the_limit(args, message):

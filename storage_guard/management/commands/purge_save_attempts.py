@@ -5,26 +5,12 @@ Thin: parses arguments, calls ``storage_guard.purge.purge``, reports counts.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from django.core.management.base import BaseCommand
 
-from storage_guard import purge, replay
-
-
-def age(text: str):
-    try:
-        return replay.parse_age(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def batch_size(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100_000:
-        raise argparse.ArgumentTypeError(f"--batch-size must be a whole number from 1 to "
-                                         f"100000, not {text!r}")
-    return int(text)
+from storage_guard import purge
+from storage_guard.management.arguments import age, whole_number
 
 
 class Command(BaseCommand):
@@ -36,7 +22,8 @@ class Command(BaseCommand):
                             help="delete records made more than AGE ago (12h, 30d, 2w)")
         parser.add_argument("--include-unresolved", action="store_true",
                             help="also delete failed and deferred saves and their stashed bytes")
-        parser.add_argument("--batch-size", type=batch_size, default=purge.BATCH_SIZE)
+        parser.add_argument("--batch-size",
+                            type=whole_number("--batch-size", 1, 100_000), default=purge.BATCH_SIZE)
         parser.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 

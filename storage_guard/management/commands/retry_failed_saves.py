@@ -6,27 +6,13 @@ task call too), reports counts. Exit status: 0 all delivered, 1 some still faili
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from storage_guard import replay
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--limit must be a whole number of at least 1, "
-                                         f"not {text!r}")
-    return int(text)
-
-
-def age(text: str):
-    try:
-        return replay.parse_age(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from storage_guard.management.arguments import age, whole_number
 
 
 class Command(BaseCommand):
@@ -34,7 +20,8 @@ class Command(BaseCommand):
             "once S3 has the bytes. Safe to run in several processes at once on PostgreSQL.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--limit", type=positive_int, help="replay at most N saves")
+        parser.add_argument("--limit",
+                            type=whole_number("--limit", 1), help="replay at most N saves")
         parser.add_argument("--error-code", help="only saves whose last error has this code")
         parser.add_argument("--older-than", type=age, metavar="AGE",
                             help="only saves made at least AGE ago (90s, 10m, 12h, 30d, 2w)")

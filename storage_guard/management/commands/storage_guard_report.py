@@ -7,30 +7,14 @@ a usage error.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from storage_guard import conf, report
+from storage_guard.management.arguments import checked, whole_number
 from storage_guard.models import SaveAttempt
-
-
-def since(text: str):
-    try:
-        return report.parse_since(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def top(text: str) -> int:
-    try:
-        return report.check_top(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--top must be a whole number between 1 and {report.MAX_TOP}, not {text!r}"
-        ) from None
 
 
 class Command(BaseCommand):
@@ -38,11 +22,15 @@ class Command(BaseCommand):
             "failing keys and payloads, and keys whose identical content failed then succeeded.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--since", type=since, default=report.DEFAULT_SINCE, metavar="AGE",
+        parser.add_argument("--since",
+                            type=checked(report.parse_since), default=report.DEFAULT_SINCE,
+                            metavar="AGE",
                             help="saves made in the last AGE (90s, 30m, 24h, 7d, 2w) or since an "
                                  "ISO date; default 24h")
         parser.add_argument("--storage", metavar="ALIAS", help="only saves of this storage alias")
-        parser.add_argument("--top", type=top, default=report.DEFAULT_TOP, metavar="N",
+        parser.add_argument("--top",
+                            type=whole_number("--top", 1, report.MAX_TOP),
+                            default=report.DEFAULT_TOP, metavar="N",
                             help=f"rows per list (1 to {report.MAX_TOP}); default "
                                  f"{report.DEFAULT_TOP}")
         parser.add_argument("--json", action="store_true", help="print one JSON document")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 
 from django.core.cache import caches
@@ -33,6 +34,7 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self.cache_alias = cache_alias
         self.probe_timeout = probe_timeout
+        self._seen = threading.local()  # what before_attempt read, so success needs no read
 
     @property
     def cache(self):
@@ -52,7 +54,8 @@ class CircuitBreaker:
         """Raise ``CircuitOpen`` unless a request may be sent now."""
         if not self.enabled:
             return
-        opened = self.cache.get(self.opened_key)
+        failures, opened = self._read()
+        self._seen.dirty = bool(failures) or opened is not None
         if opened is None:
             return
         remaining = opened + self.cooldown - time.time()
@@ -64,8 +67,11 @@ class CircuitBreaker:
                               breaker=self.name, retry_after=0)
 
     def after_success(self) -> None:
-        if not self.enabled:
+        """Clear the count (and close the circuit) only if before_attempt saw anything to clear:
+        a healthy success path costs one cache read in all."""
+        if not self.enabled or not getattr(self._seen, "dirty", True):
             return
+        self._seen.dirty = False
         failures, opened = self._read()
         if failures or opened is not None:
             self.cache.delete_many([self.failures_key, self.opened_key, self.probe_key])
@@ -74,10 +80,9 @@ class CircuitBreaker:
                             extra={"event": "circuit_closed", "breaker": self.name})
 
     def after_failure(self, result: Classification) -> None:
-        if not self.enabled or result.code == "CircuitOpen":
+        if not self.enabled or result.code == "CircuitOpen" or not result.transient:
             return
-        if not result.transient:
-            return
+        self._seen.dirty = True
         self.cache.add(self.failures_key, 0, timeout=None)
         try:
             failures = self.cache.incr(self.failures_key)

@@ -140,9 +140,9 @@ class GuardedS3Storage(S3Storage):
             trace = self._trace("save", key, payload, params)
             outcome = self._run_put(key, payload, params, trace)
             if outcome.ok:
-                self._record_success(name, key, payload, params, outcome, trace)
+                self._record_success(name, params, outcome, trace)
                 return name
-            record = self._record_failure(name, key, payload, params, outcome, trace)
+            record = self._record_failure(name, payload, params, outcome, trace)
         finally:
             payload.close()
         return self._finish_failure(name, record, outcome)
@@ -198,20 +198,19 @@ class GuardedS3Storage(S3Storage):
             schedule_retry(record)
 
     # ----------------------------------------------------------------- records
-    def _base_fields(self, name: str, key: str, payload: Payload | None, params: dict | None):
+    def _base_fields(self, name: str, trace: SaveTrace, params: dict | None) -> dict:
+        """The columns every record of a save shares, taken from its trace."""
         return {
-            "storage_alias": self.storage_alias, "bucket": self.bucket_name or "", "name": name,
-            "key": key, "key_bytes": len(key.encode("utf-8", "surrogatepass")),
-            "size": payload.size if payload else None,
-            "sha256": payload.sha256 if payload else "",
-            "content_type": (params or {}).get("ContentType", "")[:255],
+            "storage_alias": trace.storage_alias, "bucket": self.bucket_name or "", "name": name,
+            "key": trace.key, "key_bytes": trace.key_bytes, "size": trace.size,
+            "sha256": trace.sha256, "content_type": trace.content_type[:255],
             "write_params": params or {},
         }
 
-    def _record_success(self, name, key, payload, params, outcome: Outcome, trace) -> None:
+    def _record_success(self, name, params, outcome: Outcome, trace: SaveTrace) -> None:
         try:
             record = recording.insert_attempt(
-                **self._base_fields(name, key, payload, params), status=Status.SUCCEEDED,
+                **self._base_fields(name, trace, params), status=Status.SUCCEEDED,
                 attempts=outcome.attempt_count, duration_ms=outcome.duration_ms,
                 attempt_log=[a.as_dict() for a in outcome.attempts] if trace.attempts else [])
             trace.record_id = record.pk
@@ -220,13 +219,13 @@ class GuardedS3Storage(S3Storage):
             trace.record_failed(exc)
         trace.succeeded(outcome)
 
-    def _record_failure(self, name, key, payload, params, outcome: Outcome, trace):
+    def _record_failure(self, name, payload, params, outcome: Outcome, trace: SaveTrace):
         result = outcome.classification
         plan = stash.stash(payload, stash_storage=self.stash_storage,
                            db_max_bytes=self.stash_db_max_bytes)
         status = Status.DEFERRED if self.on_failure == "defer" else Status.FAILED
         record = recording.insert_failure({
-            **self._base_fields(name, key, payload, params), "status": status,
+            **self._base_fields(name, trace, params), "status": status,
             "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
             "error_code": result.code, "error_category": result.category,
             "transient": result.transient, "error_message": result.message[:4000],
@@ -245,7 +244,7 @@ class GuardedS3Storage(S3Storage):
         trace = self._trace("save", key, payload, params)
         try:
             record = recording.insert_attempt(
-                **self._base_fields(name, key, payload, params), status=Status.REJECTED,
+                **self._base_fields(name, trace, params), status=Status.REJECTED,
                 attempts=0, error_code=exc.code, error_category=exc.category, transient=False,
                 error_message=str(exc.message)[:4000])
             exc.context["record_id"] = trace.record_id = record.pk

@@ -107,3 +107,20 @@ def test_state_is_shared_through_redis(guarded_storage_factory, fault_proxy, set
     assert caught.value.code == "CircuitOpen"
     assert fault_proxy.counts["requests"] == sent
     caches["shared"].clear()
+
+
+def test_a_healthy_save_costs_one_cache_read(guarded_storage_factory, fault_proxy, settings):
+    from tests.counting_cache import CALLS
+
+    settings.CACHES = {**settings.CACHES, "counting": {
+        "BACKEND": "tests.counting_cache.CountingLocMemCache", "LOCATION": "breaker-cost"}}
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "BREAKER_CACHE": "counting"}
+    storage = guarded_storage_factory(max_attempts=2, breaker_threshold=5)
+    CALLS.clear()
+    storage.save("cost/ok.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 1}
+
+    fault_proxy.script(["reset"])  # a retried save clears the count it left behind
+    storage.save("cost/retried.bin", ContentFile(b"ok"))
+    assert CALLS["delete_many"] == 1
+    assert storage.breaker._read() == (0, None)

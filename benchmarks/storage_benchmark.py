@@ -111,7 +111,7 @@ def main() -> int:
     configure_django(args.db, workdir)
     logging.getLogger("storage_guard").info("benchmark started")
 
-    from storage_guard.testing.seaweed import SeaweedServer
+    from tests.testbed.seaweed import SeaweedServer
 
     with SeaweedServer(workdir / "seaweed") as server:
         bucket = f"bench-{uuid.uuid4().hex[:12]}"

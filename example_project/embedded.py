@@ -17,8 +17,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from storage_guard.storage import GuardedS3Storage
-from storage_guard.testing.faultproxy import FaultProxy
-from storage_guard.testing.seaweed import SeaweedServer
+from tests.testbed.faultproxy import FaultProxy
+from tests.testbed.seaweed import SeaweedServer
 
 logger = logging.getLogger(__name__)
 

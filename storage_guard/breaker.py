@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from django.core.cache import caches
 
@@ -20,6 +21,23 @@ from storage_guard.classification import Classification
 from storage_guard.errors import CircuitOpen
 
 logger = logging.getLogger("storage_guard")
+
+
+@dataclass(frozen=True)
+class BreakerSnapshot:
+    """What an operator needs to know about one circuit (admin banner, doctor, report, metrics).
+
+    ``state`` is ``closed``, ``open``, ``half-open`` or ``unknown`` (the cache could not be read).
+    Times are Unix timestamps; ``next_probe_in`` is seconds until a probe may be sent (0 when
+    one may be sent now, None when the circuit is closed).
+    """
+
+    name: str
+    state: str
+    failures: int = 0
+    opened_at: float | None = None
+    next_probe_in: float | None = None
+    cooldown: float = 0.0
 
 
 class CircuitBreaker:
@@ -49,6 +67,20 @@ class CircuitBreaker:
         if opened is None:
             return "closed"
         return "open" if time.time() < opened + self.cooldown else "half-open"
+
+    def snapshot(self) -> BreakerSnapshot:
+        """The circuit's state for display; never raises (a cache error reads as ``unknown``)."""
+        try:
+            failures, opened = self._read()
+        except Exception:  # noqa: BLE001 - display must not fail because the cache did
+            return BreakerSnapshot(self.name, "unknown", cooldown=self.cooldown)
+        if opened is None:
+            return BreakerSnapshot(self.name, "closed", failures=failures or 0,
+                                   cooldown=self.cooldown)
+        remaining = max(opened + self.cooldown - time.time(), 0.0)
+        return BreakerSnapshot(self.name, "open" if remaining > 0 else "half-open",
+                               failures=failures or 0, opened_at=opened,
+                               next_probe_in=round(remaining, 3), cooldown=self.cooldown)
 
     def before_attempt(self) -> None:
         """Raise ``CircuitOpen`` unless a request may be sent now."""

@@ -17,8 +17,8 @@ os.environ["AWS_CONFIG_FILE"] = os.devnull
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
-from storage_guard.testing.faultproxy import FaultProxy  # noqa: E402
-from storage_guard.testing.seaweed import SeaweedServer  # noqa: E402
+from tests.testbed.faultproxy import FaultProxy  # noqa: E402
+from tests.testbed.seaweed import SeaweedServer  # noqa: E402
 
 TEST_KEY = "storage-guard-test"
 

@@ -24,9 +24,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from storage_guard.testing import seaweed as seaweed_module
-from storage_guard.testing.faultproxy import FaultProxy, error
-from storage_guard.testing.seaweed import SeaweedServer, free_ports, validate_bucket_name
+from tests.testbed import seaweed as seaweed_module
+from tests.testbed.faultproxy import FaultProxy, error
+from tests.testbed.seaweed import SeaweedServer, free_ports, validate_bucket_name
 
 BUCKET = "bed"
 MiB = 1024 * 1024

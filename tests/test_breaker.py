@@ -61,7 +61,7 @@ def test_failed_probe_reopens(guarded_storage_factory, fault_proxy):
 
 
 def test_permanent_errors_do_not_open_the_circuit(guarded_storage_factory, fault_proxy):
-    from storage_guard.testing.faultproxy import error
+    from tests.testbed.faultproxy import error
 
     storage = guarded_storage_factory(max_attempts=1, breaker_threshold=2)
     with fault_proxy.outage_window(error(403, "AccessDenied", "no")):

@@ -16,7 +16,7 @@ from storage_guard import replay
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, StashedPayload, Status
 from storage_guard.replay import Selection
-from storage_guard.testing.faultproxy import error
+from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

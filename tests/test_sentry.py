@@ -17,8 +17,8 @@ from django.db import connection
 from storage_guard import sentry
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import SaveAttempt
-from storage_guard.testing.faultproxy import error
 from tests import sentry_support
+from tests.testbed.faultproxy import error
 
 sentry_events = sentry_support.sentry_events  # the fixture (an import would trip ruff's F811)
 

@@ -3,7 +3,7 @@
 import pytest
 from django.core.files.base import ContentFile
 
-from storage_guard.testing.faultproxy import error
+from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile, File
 
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.testing.faultproxy import error
+from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from storage_guard.testing.faultproxy import FaultProxy, error
+    from tests.testbed.faultproxy import FaultProxy, error
 
     proxy = FaultProxy("127.0.0.1", seaweed.port, seed=0).start()
     s3 = seaweed.client(endpoint_url=proxy.endpoint_url)

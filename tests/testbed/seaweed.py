@@ -2,7 +2,7 @@
 
 Usage::
 
-    from storage_guard.testing.seaweed import SeaweedServer
+    from tests.testbed.seaweed import SeaweedServer
 
     with SeaweedServer() as server:          # starts on free 127.0.0.1 ports
         server.create_bucket("media")        # idempotent

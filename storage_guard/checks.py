@@ -89,9 +89,9 @@ class Messages:
         "(no run_after support), so no retry would ever be enqueued.")
     PRESET_UNKNOWN = "{where} is {value!r}, which is not a preset; the presets are {names}."
     DEADLINE_OVER_REQUEST_BUDGET = (
-        "{where} ({deadline!r}s) with the {preset!r} preset, plus {database!r}s of record "
-        "database timeouts, is {total!r}s: a failing save inside a request would not end "
-        "well under a {worker!r}s worker timeout.")
+        "{where} ({deadline!r}s) with the {preset!r} preset, plus {connect!r}s for a last "
+        "connect and {database!r}s of record database timeouts, is {total!r}s: a failing save "
+        "inside a request would not end well under a {worker!r}s worker timeout.")
 
 
 class Hints:
@@ -426,14 +426,16 @@ def _deadline_warnings(values: dict, *, alias: str | None) -> list[checks.CheckM
     if deadline < read_timeout:
         return [_warning("DEADLINE_BELOW_READ_TIMEOUT", where=_where("retry_deadline", alias),
                          deadline=deadline, read_timeout=read_timeout)]
-    database = record_database_budget()
-    total = round(deadline + database, 3)
-    if values.get("preset") in REQUEST_PRESETS and total > WORKER_TIMEOUT - REQUEST_MARGIN:
-        return [_warning("DEADLINE_OVER_REQUEST_BUDGET", where=_where("retry_deadline", alias),
-                         deadline=deadline, preset=values["preset"], database=database,
-                         total=total, worker=WORKER_TIMEOUT,
-                         suggested=round(WORKER_TIMEOUT - REQUEST_MARGIN - database, 3))]
-    return []
+    connect, database = values.get("connect_timeout"), record_database_budget()
+    if values.get("preset") not in REQUEST_PRESETS or not _is_number(connect):
+        return []
+    total = round(deadline + connect + database, 3)
+    if total <= WORKER_TIMEOUT - REQUEST_MARGIN:
+        return []
+    return [_warning("DEADLINE_OVER_REQUEST_BUDGET", where=_where("retry_deadline", alias),
+                     deadline=deadline, preset=values["preset"], connect=connect,
+                     database=database, total=total, worker=WORKER_TIMEOUT,
+                     suggested=round(WORKER_TIMEOUT - REQUEST_MARGIN - connect - database, 3))]
 
 
 def record_database_budget() -> float:

@@ -116,6 +116,22 @@ def test_a_lost_complete_answer_is_not_a_failure(multipart_storage, fault_proxy,
     assert unfinished_uploads() == 0
 
 
+def test_a_complete_answered_no_such_upload_is_confirmed_with_a_head(
+        multipart_storage, fault_proxy, read_object, bucket):
+    """S3 may forget a completed upload: the retried complete then gets NoSuchUpload, and
+    a HEAD of the key with the right size proves the object is whole."""
+    storage = multipart_storage()
+    body = os.urandom(PART + 7)
+    fault_proxy.configure(methods={"POST"}, path_prefix=f"/{bucket}/big/gone.bin?uploadId=")
+    fault_proxy.script(["lose_answer", error(404, "NoSuchUpload", "The upload does not exist")])
+
+    name = storage.save("big/gone.bin", ContentFile(body))
+
+    assert read_object(name) == body
+    assert fault_proxy.requests_for("HEAD", "big/gone.bin") == 1
+    assert SaveAttempt.objects.get().status == Status.SUCCEEDED
+
+
 def test_stalled_parts_give_up_inside_the_deadline_and_abort(multipart_storage, fault_proxy,
                                                              unfinished_uploads):
     storage = multipart_storage(on_failure="defer", retry_deadline=6.0)

@@ -11,6 +11,7 @@ import os
 
 import pytest
 from django.core.files.base import ContentFile
+from django.template.loader import render_to_string
 
 from storage_guard import presets
 from storage_guard.models import SaveAttempt, Status
@@ -69,6 +70,8 @@ def test_a_stalled_small_put_gives_up_within_two_seconds_and_the_retry_succeeds(
     first, second = record.attempt_log
     assert first["code"] == "ReadTimeout" and first["timeout_s"] <= 2.0
     assert second["code"] == "OK"
+    table = render_to_string("storage_guard/attempt_table.html", {"attempts": record.attempt_log})
+    assert "<th>Timeout</th>" in table and f"<td>{first['timeout_s']} s</td>" in table
 
 
 def test_a_retry_after_a_timeout_waits_longer(guarded_storage_factory, fault_proxy, read_object):

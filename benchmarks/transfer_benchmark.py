@@ -98,7 +98,7 @@ def timed_save(storage, name: str, body: bytes):
 def arm_stall(bench: Bench, saves: int = 5) -> bool:
     bucket = bench.bucket()
     arms = {"default preset": bench.guarded(bucket),
-            "flat 10 s (main)": bench.guarded(bucket, put_timeout_floor=10.0,
+            "flat, 12 s class": bench.guarded(bucket, put_timeout_floor=10.0,
                                               put_timeout_rate=10**12, retry_deadline=30.0)}
     print("stall: 2 KB saves whose first PUT stalls")
     met = True

@@ -60,9 +60,9 @@ sent; ``connections`` counts accepted client connections.  Other helpers:
 ``extend_script``, ``script_remaining``, ``end_outage``, ``actions()``,
 ``stall_seconds`` (settable), ``throttle(bytes_per_second)`` (request bodies
 with a ``Content-Length`` are read from the client no faster than that, like
-a slow uplink; ``None`` lifts it; ``clear()`` lifts it too).  botocore 1.44 over plain http sends PutObject /
-UploadPart with ``Content-Length`` and ``Expect: 100-continue`` (no
-aws-chunked; that only happens over https).
+a slow uplink; ``None`` lifts it; ``clear()`` lifts it too).  botocore 1.44
+over plain http sends PutObject / UploadPart with ``Content-Length`` and
+``Expect: 100-continue`` (no aws-chunked; that only happens over https).
 """
 
 from __future__ import annotations

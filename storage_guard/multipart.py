@@ -39,7 +39,7 @@ class MultipartUpload:
         self.storage, self.key, self.payload, self.clock = storage, key, payload, clock
         self.listener = listener
         self.params = dict(params)
-        if storage.client.meta.config.request_checksum_calculation != "when_required":
+        if storage.client_config.request_checksum_calculation != "when_required":
             set_default_checksum_algorithm(self.params)
         self.chunk = storage.transfer_config.multipart_chunksize
         self.policy = storage.policy_for(payload.size)

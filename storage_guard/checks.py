@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils.module_loading import import_string
 
-from storage_guard import conf
+from storage_guard import conf, presets
 from storage_guard.keys import HASH_CHARS, MIN_NAME_CHARS, SluggedUploadTo, full_key, utf8_len
 
 TAG = "storage_guard"
@@ -47,6 +47,8 @@ class Codes:
     STASH_STORAGE_SAME_BUCKET = "storage_guard.W004"
     BREAKER_CACHE_PER_PROCESS = "storage_guard.W005"
     TASK_BACKEND_CANNOT_DEFER = "storage_guard.E013"
+    PRESET_UNKNOWN = "storage_guard.E014"
+    DEADLINE_OVER_REQUEST_BUDGET = "storage_guard.W006"
 
 
 class Messages:
@@ -85,6 +87,11 @@ class Messages:
     TASK_BACKEND_CANNOT_DEFER = (
         "RETRY_WITH_TASKS is on but the task backend {alias!r} cannot run a task later "
         "(no run_after support), so no retry would ever be enqueued.")
+    PRESET_UNKNOWN = "{where} is {value!r}, which is not a preset; the presets are {names}."
+    DEADLINE_OVER_REQUEST_BUDGET = (
+        "{where} ({deadline!r}s) with the {preset!r} preset, plus {connect!r}s for a last "
+        "connect and {database!r}s of record database timeouts, is {total!r}s: a failing save "
+        "inside a request would not end well under a {worker!r}s worker timeout.")
 
 
 class Hints:
@@ -115,6 +122,11 @@ class Hints:
                                  "every process opens and closes the circuit together.")
     TASK_BACKEND_CANNOT_DEFER = ("Use a backend that supports run_after (e.g. django_tasks_db's "
                                  "DatabaseBackend), or set TASK_BACKEND to one.")
+    PRESET_UNKNOWN = ("Use one of the presets described in docs/configuration.md, or leave "
+                      "preset out and set the numbers one by one.")
+    DEADLINE_OVER_REQUEST_BUDGET = (
+        "Lower retry_deadline to {suggested!r}s or less, or use preset 'background' for a "
+        "storage that only saves outside requests.")
 
 
 # Options that must be whole numbers of at least this much.
@@ -122,7 +134,10 @@ class Hints:
 MINIMUMS = {"max_attempts": 1, "breaker_threshold": 0, "max_metadata_bytes": 1,
             "max_header_bytes": 1, "stash_db_max_bytes": 0, "spool_max_memory": 0}
 # Durations in seconds that must be greater than zero.
-POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline")
+POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline", "put_timeout_floor",
+            "put_timeout_ceiling")
+# Rates in bytes per second that must be greater than zero.
+RATES = ("put_timeout_rate",)
 # Durations in seconds that may be zero (no backoff, no cool-down) but not negative.
 NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown")
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
@@ -134,15 +149,27 @@ INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
 @checks.register(TAG)
 def check_options(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Every option of ``settings.STORAGE_GUARD`` and of each guarded storage's OPTIONS."""
+    found = _unknown_presets()
+    if found:
+        return found
     try:
         defaults = conf.storage_defaults()
     except ImproperlyConfigured as exc:
         return [_error("SETTINGS_INVALID", error=exc)]
     found = list(_option_errors(defaults, overridden=None, alias=None))
     for alias, options in _guarded_storage_options():
-        merged = {**defaults, **options}
+        merged = conf.storage_options(options)
         found += _option_errors(merged, overridden=set(options), alias=alias)
     return found
+
+
+def _unknown_presets() -> list[checks.CheckMessage]:
+    user = getattr(settings, "STORAGE_GUARD", None) or {}
+    named = [(_where("preset", None), user["PRESET"])] if "PRESET" in user else []
+    named += [(_where("preset", alias), options["preset"])
+              for alias, options in _guarded_storage_options() if "preset" in options]
+    return [_error("PRESET_UNKNOWN", where=where, value=value, names=sorted(presets.PRESETS))
+            for where, value in named if value not in presets.PRESETS]
 
 
 def _guarded_storage_options():
@@ -170,11 +197,12 @@ def _rules(options: dict, alias: str | None):
             bad_type.add(key)
             yield (key,), _error("OPTION_TYPE", where=where(key), value=options[key],
                                  kind="a whole number")
-    for key in (*POSITIVE, *NON_NEGATIVE):
+    for key in (*POSITIVE, *NON_NEGATIVE, *RATES):
         if key in options and not _is_number(options[key]):
             bad_type.add(key)
             yield (key,), _error("OPTION_TYPE", where=where(key), value=options[key],
-                                 kind="a number of seconds")
+                                 kind="a number of bytes per second" if key in RATES
+                                 else "a number of seconds")
     values = {k: v for k, v in options.items() if k not in bad_type}
     yield from _range_rules(values, where)
     yield from _choice_rules(values, where)
@@ -186,7 +214,7 @@ def _range_rules(values, where):
         if key in values and values[key] < minimum:
             yield (key,), _error("OPTION_MINIMUM", where=where(key), value=values[key],
                                  minimum=minimum)
-    for key in POSITIVE:
+    for key in (*POSITIVE, *RATES):
         if key in values and values[key] <= 0:
             yield (key,), _error("OPTION_NOT_POSITIVE", where=where(key), value=values[key])
     for key in NON_NEGATIVE:
@@ -373,21 +401,50 @@ def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         database_alias = conf.get("DATABASE_ALIAS")
     except ImproperlyConfigured:
         return []  # reported by check_options
+    if _unknown_presets():
+        return []  # reported by check_options
     found = _sqlite_atomic_requests(database_alias) + _task_backend()
     found += _deadline_warnings(defaults, alias=None)
     for alias, options in _guarded_storage_options():
-        if {"retry_deadline", "read_timeout"} & set(options):
-            found += _deadline_warnings({**defaults, **options}, alias=alias)
+        if {"retry_deadline", "read_timeout", "preset"} & set(options):
+            found += _deadline_warnings(conf.storage_options(options), alias=alias)
         found += _stash_problems(alias, {**defaults, **options})
     return found
 
 
+# A gunicorn worker's default timeout, and the time a request keeps for its own work.
+WORKER_TIMEOUT = 30.0
+REQUEST_MARGIN = 5.0
+# Presets meant for saves inside a request (see docs/configuration.md, "Fitting in a request").
+REQUEST_PRESETS = ("interactive", "standard")
+
+
 def _deadline_warnings(values: dict, *, alias: str | None) -> list[checks.CheckMessage]:
     deadline, read_timeout = values.get("retry_deadline"), values.get("read_timeout")
-    if not (_is_number(deadline) and _is_number(read_timeout)) or deadline >= read_timeout:
+    if not (_is_number(deadline) and _is_number(read_timeout)):
         return []
-    return [_warning("DEADLINE_BELOW_READ_TIMEOUT", where=_where("retry_deadline", alias),
-                     deadline=deadline, read_timeout=read_timeout)]
+    if deadline < read_timeout:
+        return [_warning("DEADLINE_BELOW_READ_TIMEOUT", where=_where("retry_deadline", alias),
+                         deadline=deadline, read_timeout=read_timeout)]
+    connect, database = values.get("connect_timeout"), record_database_budget()
+    if values.get("preset") not in REQUEST_PRESETS or not _is_number(connect):
+        return []
+    total = round(deadline + connect + database, 3)
+    if total <= WORKER_TIMEOUT - REQUEST_MARGIN:
+        return []
+    return [_warning("DEADLINE_OVER_REQUEST_BUDGET", where=_where("retry_deadline", alias),
+                     deadline=deadline, preset=values["preset"], connect=connect,
+                     database=database, total=total, worker=WORKER_TIMEOUT,
+                     suggested=round(WORKER_TIMEOUT - REQUEST_MARGIN - connect - database, 3))]
+
+
+def record_database_budget() -> float:
+    """The longest the record and stash writes of a failed save can take: one connect and
+    two statements (stash, then record), bounded by the record connection's timeouts."""
+    config = conf.get_config()
+    connect = config.get("RECORD_CONNECT_TIMEOUT", conf.ASSUMED_RECORD_TIMEOUTS[0])
+    statement = config.get("RECORD_STATEMENT_TIMEOUT", conf.ASSUMED_RECORD_TIMEOUTS[1])
+    return float(connect + 2 * statement)
 
 
 def _sqlite_atomic_requests(alias: str) -> list[checks.CheckMessage]:

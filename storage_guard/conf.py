@@ -14,16 +14,16 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from storage_guard import presets
+
 MB = 1024 * 1024
 
 DEFAULTS: dict[str, object] = {
-    # Retries (per storage operation).
-    "MAX_ATTEMPTS": 5,
-    "CONNECT_TIMEOUT": 3.0,
-    "READ_TIMEOUT": 10.0,
-    "RETRY_DEADLINE": 30.0,
-    "BACKOFF_BASE": 0.2,
-    "BACKOFF_CAP": 5.0,
+    # Retries and timeouts (per storage operation): the numbers of the default preset
+    # (MAX_ATTEMPTS, BACKOFF_*, RETRY_DEADLINE, CONNECT_TIMEOUT, READ_TIMEOUT, PUT_TIMEOUT_*);
+    # the one table of their values is storage_guard/presets.py.
+    "PRESET": presets.DEFAULT_PRESET,
+    **presets.values(presets.DEFAULT_PRESET),
     "ON_FAILURE": "raise",
     # Circuit breaker.
     "BREAKER_THRESHOLD": 5,
@@ -56,12 +56,17 @@ DEFAULTS: dict[str, object] = {
     "LOG_KEY_CHARS": 120,
 }
 
+# RECORD_CONNECT_TIMEOUT and RECORD_STATEMENT_TIMEOUT (seconds) where DEFAULTS does not have
+# them yet: the record connection's bounds that the request-budget arithmetic counts on.
+ASSUMED_RECORD_TIMEOUTS = (2.0, 3.0)
+
 # Keys a storage may override in STORAGES[alias]["OPTIONS"], lower-cased there.
 STORAGE_OPTIONS = (
     "MAX_ATTEMPTS", "CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_DEADLINE", "BACKOFF_BASE",
     "BACKOFF_CAP", "ON_FAILURE", "BREAKER_THRESHOLD", "BREAKER_COOLDOWN", "MAX_KEY_BYTES",
     "MAX_SEGMENT_BYTES", "MAX_SLUG_LENGTH", "KEY_POLICY", "MAX_METADATA_BYTES",
     "MAX_HEADER_BYTES", "STASH_STORAGE", "STASH_DB_MAX_BYTES", "SPOOL_MAX_MEMORY",
+    "PRESET", "PUT_TIMEOUT_FLOOR", "PUT_TIMEOUT_RATE", "PUT_TIMEOUT_CEILING",
 )
 
 CHOICES = {"ON_FAILURE": ("raise", "defer"), "KEY_POLICY": ("shorten", "reject")}
@@ -75,7 +80,11 @@ def get_config() -> dict[str, object]:
         raise ImproperlyConfigured(
             f"STORAGE_GUARD has unknown key(s) {unknown}; valid keys are {sorted(DEFAULTS)}"
         )
-    return {**DEFAULTS, **user}
+    preset = user.get("PRESET", DEFAULTS["PRESET"])
+    if preset not in presets.PRESETS:
+        raise ImproperlyConfigured(
+            presets.unknown_preset_message("STORAGE_GUARD['PRESET']", preset))
+    return {**DEFAULTS, **presets.values(preset), **user}
 
 
 def get(name: str):
@@ -86,6 +95,17 @@ def storage_defaults() -> dict[str, object]:
     """Project-wide values for the per-storage options, keyed as in OPTIONS (lower case)."""
     config = get_config()
     return {key.lower(): config[key] for key in STORAGE_OPTIONS}
+
+
+def storage_options(options: dict) -> dict[str, object]:
+    """A storage's effective options: project values, then its own preset, then ``options``.
+
+    An unknown preset name is left for the caller to report (system check
+    ``storage_guard.E014``, or ``ImproperlyConfigured`` when the storage is built).
+    """
+    preset = options.get("preset")
+    own = presets.option_values(preset) if preset in presets.PRESETS else {}
+    return {**storage_defaults(), **own, **options}
 
 
 def reset_cache(*, setting: str, **kwargs) -> None:

@@ -110,6 +110,7 @@ def examine_storage(alias: str, storage=None) -> StorageReport:
 
 def effective_settings(storage) -> dict:
     return {
+        "preset": storage.preset, **put_timeouts(storage),
         "connect_timeout": storage.connect_timeout, "read_timeout": storage.read_timeout,
         "max_attempts": storage.max_attempts, "retry_deadline": storage.retry_deadline,
         "backoff_base": storage.backoff_base, "backoff_cap": storage.backoff_cap,
@@ -118,6 +119,25 @@ def effective_settings(storage) -> dict:
         "breaker_state": _safe(storage.breaker.state),
         "stash_storage": storage.stash_storage, "stash_db_max_bytes": storage.stash_db_max_bytes,
         "record_database": record_alias(), "retry_with_tasks": conf.get("RETRY_WITH_TASKS"),
+    }
+
+
+# Payload sizes whose PUT timeout and deadline the doctor shows.
+EXAMPLE_SIZES = {"2 KB": 2 * 1024, "1 MB": 1024 * 1024, "8 MB part": 8 * 1024 * 1024}
+
+
+def put_timeouts(storage) -> dict:
+    """The timeout rule, and what it gives a first try (and the deadline) at a few sizes."""
+    from storage_guard.timeouts import AttemptTimeouts
+
+    rule = storage.timeout_rule
+    return {
+        "put_timeout_floor": rule.floor, "put_timeout_rate": rule.rate,
+        "put_timeout_ceiling": rule.ceiling,
+        "put_timeout_examples": {label: {
+            "timeout": AttemptTimeouts(rule, size).start(1),
+            "deadline": round(storage.policy_for(size).deadline, 1)}
+            for label, size in EXAMPLE_SIZES.items()},
     }
 
 
@@ -259,6 +279,14 @@ def explain(result: Classification, storage, doing: str) -> str:
     return f"{doing} failed: {result.code}: {result.message}"
 
 
+def _put_timeout_line(cfg: dict) -> str:
+    examples = ", ".join(f"{label} {e['timeout']:g}s (deadline {e['deadline']:g}s)"
+                         for label, e in cfg["put_timeout_examples"].items())
+    return (f"  uploads wait {cfg['put_timeout_floor']:g}s + 1s per "
+            f"{cfg['put_timeout_rate'] / 1024:g} KB, at most {cfg['put_timeout_ceiling']:g}s, "
+            f"twice as long after a timeout: {examples}")
+
+
 def as_text(report: DoctorReport) -> list[str]:
     lines = []
     if not report.storages:
@@ -269,10 +297,11 @@ def as_text(report: DoctorReport) -> list[str]:
         if s.settings:
             cfg = s.settings
             lines.append(
-                f"  timeouts: connect {cfg['connect_timeout']}s, read {cfg['read_timeout']}s; "
-                f"retries: {cfg['max_attempts']} attempts within {cfg['retry_deadline']}s, "
-                f"backoff {cfg['backoff_base']}s..{cfg['backoff_cap']}s; on_failure "
-                f"{cfg['on_failure']}")
+                f"  preset {cfg['preset']!r}: timeouts: connect {cfg['connect_timeout']}s, "
+                f"read {cfg['read_timeout']}s; retries: {cfg['max_attempts']} attempts within "
+                f"{cfg['retry_deadline']}s, backoff {cfg['backoff_base']}s.."
+                f"{cfg['backoff_cap']}s; on_failure {cfg['on_failure']}")
+            lines.append(_put_timeout_line(cfg))
             lines.append(
                 f"  breaker: {cfg['breaker_state']}, opens after {cfg['breaker_threshold']} "
                 f"failures for {cfg['breaker_cooldown']}s (cache {cfg['breaker_cache']!r}); "

@@ -71,6 +71,13 @@ class Payload:
         self.file.seek(0)
         return self.file
 
+    def read_range(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (one multipart part), without reading the rest."""
+        if self.data is not None:
+            return self.data[offset:offset + length]
+        self.file.seek(offset)
+        return self.file.read(length)
+
     def read_all(self) -> bytes:
         if self.data is not None:
             return self.data

@@ -34,10 +34,17 @@ class AttemptInfo:
     code: str
     duration_ms: float
     delay_ms: float = 0.0
+    timeout: float | None = None  # seconds this try could wait for S3's answer
+    step: str = ""  # which request of a multi-request save ("part 3"), empty for a single one
 
     def as_dict(self) -> dict:
-        return {"n": self.number, "code": self.code, "duration_ms": round(self.duration_ms, 2),
-                "delay_ms": round(self.delay_ms, 2)}
+        entry = {"n": self.number, "code": self.code, "duration_ms": round(self.duration_ms, 2),
+                 "delay_ms": round(self.delay_ms, 2)}
+        if self.timeout is not None:
+            entry["timeout_s"] = self.timeout
+        if self.step:
+            entry["step"] = self.step
+        return entry
 
 
 @dataclass
@@ -68,24 +75,29 @@ class RetryListener:
 
 def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
                       guard=None, listener: RetryListener | None = None,
-                      sleep=time.sleep, clock=time.monotonic) -> Outcome:
+                      sleep=time.sleep, clock=time.monotonic, timeouts=None) -> Outcome:
     """Call ``fn`` until it succeeds, fails permanently, runs out of attempts or of time.
 
     ``guard`` (a circuit breaker) is asked before every attempt and told every result.
+    ``timeouts`` (a ``timeouts.AttemptTimeouts``) picks each attempt's timeout, which ``fn``
+    reads from it; the attempt log records it.
     """
     listener = listener or RetryListener()
     started = clock()
     outcome = Outcome()
     for number in range(1, policy.max_attempts + 1):
         listener.attempt_started(number)
+        timeout = timeouts.start(number) if timeouts is not None else None
         attempt_started = clock()
         try:
             if guard is not None:
                 guard.before_attempt()
             outcome.value = fn()
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none is hidden
-            info = AttemptInfo(number, "", (clock() - attempt_started) * 1000)
+            info = AttemptInfo(number, "", (clock() - attempt_started) * 1000, timeout=timeout)
             result = classify(exc)
+            if timeouts is not None:
+                timeouts.failed(result)
             info.code = result.code
             outcome.attempts.append(info)
             outcome.error, outcome.classification = exc, result
@@ -98,7 +110,8 @@ def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
                 break
             sleep(delay)
         else:
-            outcome.attempts.append(AttemptInfo(number, "OK", (clock() - attempt_started) * 1000))
+            outcome.attempts.append(AttemptInfo(number, "OK", (clock() - attempt_started) * 1000,
+                                                timeout=timeout))
             outcome.error = outcome.classification = None
             if guard is not None:
                 guard.after_success()

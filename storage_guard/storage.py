@@ -7,6 +7,8 @@ arrive, stash them so that nothing is lost.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from contextvars import ContextVar
 from functools import cached_property
 
@@ -15,13 +17,15 @@ from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
-from storage_guard import conf, keys, recording, stash
+from storage_guard import conf, keys, presets, recording, stash
 from storage_guard.breaker import CircuitBreaker
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import Status
+from storage_guard.multipart import MultipartUpload
 from storage_guard.observe import SaveTrace
 from storage_guard.payload import Payload
 from storage_guard.retry import Outcome, RetryPolicy, call_with_retries
+from storage_guard.timeouts import AttemptTimeouts, ClientSet, TimeoutRule
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
@@ -50,7 +54,12 @@ class GuardedS3Storage(S3Storage):
         return {**super().get_default_settings(), **conf.storage_defaults(), "alias": None}
 
     def __init__(self, **settings):
-        super().__init__(**settings)
+        preset = settings.get("preset")
+        if preset is not None and preset not in presets.PRESETS:
+            raise ImproperlyConfigured(presets.unknown_preset_message("GuardedS3Storage option "
+                                                                      "preset", preset))
+        # the storage's own preset fills in what its options leave out (storage_guard.presets)
+        super().__init__(**{**(presets.option_values(preset) if preset else {}), **settings})
         self._validate_options()
         self.client_config = self.client_config.merge(Config(
             connect_timeout=self.connect_timeout,
@@ -84,11 +93,34 @@ class GuardedS3Storage(S3Storage):
                            attempt_budget=min(self.read_timeout, self.retry_deadline / 2))
 
     @cached_property
+    def timeout_rule(self) -> TimeoutRule:
+        return TimeoutRule(self.put_timeout_floor, self.put_timeout_rate,
+                           self.put_timeout_ceiling)
+
+    @cached_property
+    def clients(self) -> ClientSet:
+        return ClientSet(self)
+
+    def policy_for(self, size: int) -> RetryPolicy:
+        """The policy for sending ``size`` bytes: the deadline grows by the bytes' travel time
+        at ``put_timeout_rate``, and a retry starts only if a first try's timeout is left."""
+        deadline = self.retry_deadline + self.timeout_rule.allowance(size)
+        return dataclasses.replace(self.policy, deadline=deadline, attempt_budget=min(
+            self.timeout_rule.seconds(size), deadline / 2))
+
+    @cached_property
     def breaker(self) -> CircuitBreaker:
         return CircuitBreaker(f"{self.endpoint_url or 'aws'}|{self.bucket_name}",
                               threshold=self.breaker_threshold, cooldown=self.breaker_cooldown,
                               cache_alias=conf.get("BREAKER_CACHE"),
                               probe_timeout=self.connect_timeout + self.read_timeout)
+
+    def _create_session(self):
+        # one session per thread for the resource and the timeout classes' clients
+        return self.clients.session()
+
+    def _new_session(self):
+        return super()._create_session()
 
     @property
     def key_limits(self) -> keys.KeyLimits:
@@ -171,15 +203,18 @@ class GuardedS3Storage(S3Storage):
                          sha256=payload.sha256 if payload else "")
 
     def _run_put(self, key: str, payload: Payload, params: dict, trace: SaveTrace) -> Outcome:
-        return call_with_retries(lambda: self._put_once(key, payload, params), self.policy,
-                                 guard=self.breaker, listener=trace)
+        if payload.size >= self.transfer_config.multipart_threshold:
+            return MultipartUpload(self, key, payload, params, listener=trace).run()
+        policy = self.policy_for(payload.size)
+        timeouts = AttemptTimeouts(self.timeout_rule, payload.size,
+                                   ends_at=time.monotonic() + policy.deadline)
+        return call_with_retries(lambda: self._put_once(key, payload, params, timeouts.current),
+                                 policy, guard=self.breaker, listener=trace, timeouts=timeouts)
 
-    def _put_once(self, key: str, payload: Payload, params: dict):
-        if payload.size < self.transfer_config.multipart_threshold:
-            return self.client.put_object(Bucket=self.bucket_name, Key=key, Body=payload.body(),
-                                          **params)
-        return self.client.upload_fileobj(payload.stream(), self.bucket_name, key,
-                                          ExtraArgs=params, Config=self.transfer_config)
+    def _put_once(self, key: str, payload: Payload, params: dict, timeout: float):
+        """One ``put_object`` on the client whose read timeout is ``timeout`` seconds."""
+        return self.clients.client(timeout).put_object(Bucket=self.bucket_name, Key=key,
+                                                       Body=payload.body(), **params)
 
     def _finish_failure(self, name: str, record, outcome: Outcome) -> str:
         self._schedule_retry(record)

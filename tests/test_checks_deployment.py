@@ -39,7 +39,7 @@ def test_deadline_set_on_one_storage():
     assert found(STORAGES=storages(retry_deadline=1.0), STORAGE_GUARD={}) == [(
         Codes.DEADLINE_BELOW_READ_TIMEOUT,
         "STORAGES['default']['OPTIONS']['retry_deadline'] (1.0s) is shorter than read_timeout "
-        "(10.0s): a single stalled attempt outlasts the deadline and no retry can start.")]
+        "(5.0s): a single stalled attempt outlasts the deadline and no retry can start.")]
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")

@@ -30,7 +30,7 @@ def test_a_healthy_storage_passes_every_step_and_leaves_nothing_behind(
         ("read canary", True), ("delete canary", True)]
     assert all(s.duration_ms >= 0 for s in report.steps)
     assert report.clock_skew_seconds is not None and abs(report.clock_skew_seconds) < 5
-    assert report.settings["connect_timeout"] == 1.0 and report.settings["max_attempts"] == 5
+    assert report.settings["connect_timeout"] == 1.0 and report.settings["max_attempts"] == 4
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=doctor.CANARY_PREFIX)
     assert listed.get("KeyCount", 0) == 0
     # The local-memory breaker cache of the test settings is called out.
@@ -75,7 +75,7 @@ def test_the_command_prints_steps_and_settings():
     assert "— OK" in text
     for step in ("put canary", "read canary", "delete canary"):
         assert f"[ok ] {step}" in text
-    assert "timeouts: connect 1.0s, read 2.0s; retries: 5 attempts within 10.0s" in text
+    assert "timeouts: connect 1.0s, read 2.0s; retries: 4 attempts within 10.0s" in text
     assert "clock skew against the server:" in text
 
 

@@ -190,7 +190,7 @@ def test_content_at_the_inline_limit_is_inlined(guarded_storage_factory, fault_p
 
 
 def test_timeout_gives_the_timed_out_message(guarded_storage_factory, fault_proxy):
-    storage = guarded_storage_factory(read_timeout=0.3, max_attempts=2)
+    storage = guarded_storage_factory(read_timeout=0.3, put_timeout_floor=0.3, max_attempts=2)
     fault_proxy.configure(stall=1.0, methods={"PUT"}, stall_seconds=2)
 
     outcome = save_generated(generated_bytes(), "generated/slow.png", storage=storage)

@@ -98,7 +98,8 @@ def test_botocore_sends_one_request_per_call(guarded_storage_factory):
 
 def test_deadline_stops_retries(guarded_storage_factory, fault_proxy):
     storage = guarded_storage_factory(max_attempts=50, retry_deadline=1.0, backoff_base=0.2,
-                                      backoff_cap=0.2, read_timeout=0.3, breaker_threshold=0)
+                                      backoff_cap=0.2, read_timeout=0.3, put_timeout_floor=0.3,
+                                      breaker_threshold=0)
     with fault_proxy.outage_window("internal"), pytest.raises(SaveFailed) as caught:
         storage.save("deadline/x.bin", ContentFile(b"x"))
     record = SaveAttempt.objects.get(pk=caught.value.record_id)

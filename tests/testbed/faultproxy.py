@@ -13,6 +13,7 @@ Usage::
     proxy.outage(5, action="reset")                # everything fails for 5 s
     with proxy.outage_window(action="slowdown"):   # ... or until the block ends
         ...
+    proxy.throttle(1024 * 1024)                    # request bodies arrive at 1 MB/s
     proxy.clear()                                  # pass everything again
     proxy.counts["PUT"], proxy.counts["reset"], proxy.log[-1]
     proxy.stop()
@@ -30,6 +31,8 @@ Actions (strings, or ``error(status, code, message)`` objects):
 ``pass``                 forward to upstream
 ``reset``                read the request head, then close with RST, no answer
 ``reset_mid_body``       read about half the body (>= 1 byte), then RST
+``lose_answer``          forward the request, let the upstream do the work, then
+                         RST instead of relaying its answer (script/outage only)
 ``stall``                read the request, answer nothing for ``stall_seconds``
                          (ends early when the client hangs up or the proxy stops)
 ``slowdown``             503 ``SlowDown``
@@ -55,9 +58,11 @@ and one per HTTP method; ``log`` lists ``(method, path, action)``;
 ``records`` adds the request headers, raw body bytes received and the status
 sent; ``connections`` counts accepted client connections.  Other helpers:
 ``extend_script``, ``script_remaining``, ``end_outage``, ``actions()``,
-``stall_seconds`` (settable).  botocore 1.44 over plain http sends PutObject /
-UploadPart with ``Content-Length`` and ``Expect: 100-continue`` (no
-aws-chunked; that only happens over https).
+``stall_seconds`` (settable), ``throttle(bytes_per_second)`` (request bodies
+with a ``Content-Length`` are read from the client no faster than that, like
+a slow uplink; ``None`` lifts it; ``clear()`` lifts it too).  botocore 1.44
+over plain http sends PutObject / UploadPart with ``Content-Length`` and
+``Expect: 100-continue`` (no aws-chunked; that only happens over https).
 """
 
 from __future__ import annotations
@@ -96,7 +101,7 @@ RANDOM_ACTIONS = (
     "throttle_429",
     "service_unavailable",
 )
-ACTIONS = ("pass", *RANDOM_ACTIONS)
+ACTIONS = ("pass", *RANDOM_ACTIONS, "lose_answer")
 
 
 @dataclass(frozen=True)
@@ -368,6 +373,7 @@ class FaultProxy:
         self._methods: frozenset[str] | None = None
         self._path_prefix: str | None = None
         self._stall_seconds = float(stall_seconds)
+        self._throttle: float | None = None
         self._script: collections.deque[Action] = collections.deque()
         self._outage_action: Action | None = None
         self._outage_until: float | None = None  # None with action = open-ended
@@ -514,6 +520,11 @@ class FaultProxy:
         with self._lock:
             self._stall_seconds = float(value)
 
+    def throttle(self, bytes_per_second: float | None) -> None:
+        """Read request bodies at most this fast from now on (``None``: full speed)."""
+        with self._lock:
+            self._throttle = float(bytes_per_second) if bytes_per_second else None
+
     def outage(self, seconds: float, action: Action = "reset") -> None:
         """From now on, for ``seconds``, every request gets ``action``."""
         action = _check_action(action)
@@ -548,6 +559,7 @@ class FaultProxy:
             self._path_prefix = None
             self._outage_action = None
             self._outage_until = None
+            self._throttle = None
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -733,7 +745,14 @@ class FaultProxy:
             _reset(conn)
             return False, True, upstream
 
-        body = _read_chunked_raw(rfile) if chunked else _read_exact(rfile, length or 0)
+        with self._lock:
+            rate = self._throttle
+        if chunked:
+            body = _read_chunked_raw(rfile)
+        elif rate:
+            body = self._read_throttled(rfile, length or 0, rate)
+        else:
+            body = _read_exact(rfile, length or 0)
         record.body_bytes = len(body)
 
         if action == "stall":
@@ -765,6 +784,9 @@ class FaultProxy:
             self._graceful_close(conn)
             return False, False, None
         record.status = status
+        if action == "lose_answer":
+            _reset(conn)
+            return False, True, upstream
         conn.sendall(response)
         if upstream_close:
             upstream.close()
@@ -842,6 +864,20 @@ class FaultProxy:
             return status, bytes(raw), close
         raw += rfile.read()  # delimited by close
         return status, bytes(raw), True
+
+    def _read_throttled(self, rfile: BinaryIO, length: int, rate: float) -> bytes:
+        """Read ``length`` body bytes at no more than ``rate`` bytes per second."""
+        step = max(1024, int(rate / 20))  # twenty reads a second keep the pace smooth
+        started = time.monotonic()
+        body = bytearray()
+        while len(body) < length and not self._stop.is_set():
+            body += _read_exact(rfile, min(step, length - len(body)))
+            ahead = len(body) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        if len(body) < length:
+            raise _Closed
+        return bytes(body)
 
     def _stall(self, conn: socket.socket, seconds: float) -> None:
         """Say nothing for ``seconds``; stop early if the client hangs up or

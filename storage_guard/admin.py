@@ -285,6 +285,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
+        _drop_nul_from_query(request)
         extra_context = {**(extra_context or {}), "sg_dates": self.date_links(request),
                          "summary_url": reverse("admin:storage_guard_saveattempt_summary")}
         return super().changelist_view(request, extra_context)
@@ -357,6 +358,18 @@ class SaveAttemptAdmin(admin.ModelAdmin):
                               if (first.year, first.month) <= (year, m) <= (last.year, last.month)]}
         return {"back": None,
                 "links": [link(str(y), year=y) for y in range(first.year, last.year + 1)]}
+
+
+def _drop_nul_from_query(request) -> None:
+    """PostgreSQL text cannot hold NUL: a ``?q=%00`` (or any filter) would raise DataError."""
+    if any("\x00" in key or "\x00" in "".join(values) for key, values in request.GET.lists()):
+        query = request.GET.copy()
+        for key in list(query):
+            values = [value.replace("\x00", "") for value in query.getlist(key)]
+            del query[key]
+            query.setlist(key.replace("\x00", ""), values)
+        query._mutable = False
+        request.GET = query
 
 
 def _date_part(value: str | None, low: int, high: int) -> int | None:

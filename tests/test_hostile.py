@@ -31,10 +31,11 @@ from storage_guard.errors import InvalidHeader, InvalidKey, SaveFailed, SaveReje
 from storage_guard.models import SaveAttempt, StashedPayload, Status
 from storage_guard.payload import Payload
 from storage_guard.recording import insert_attempt, record_alias
-from storage_guard.responses import SaveOutcome, save_generated
+from storage_guard.responses import SaveOutcome, delivery_status, save_generated
 from storage_guard.sentry import StorageGuardIntegration
 from tests.sentry_support import FAKE_DSN, MemoryTransport
 from tests.test_example_project import example_app  # noqa: F401 - the fixture
+from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -531,3 +532,30 @@ def test_no_admin_page_answers_500_on_hostile_rows_or_parameters(admin_client, f
     response = admin_client.get(reverse("admin:storage_guard_saveattempt_stash",
                                         args=[quoted.pk]))
     assert response["Content-Disposition"] == 'attachment; filename="he said \\"hi\\".txt"'
+
+
+# ----------------------------------------------------------------------- honest promises
+
+
+@pytest.mark.parametrize(("fault", "retryable"), [
+    (error(400, "InvalidArgument", "Invalid Argument"), False),
+    (error(400, "MalformedXML", "The XML you provided was not well-formed"), False),
+    (error(403, "AccessDenied", "Access Denied"), True),  # an operator fixes the policy
+    (error(404, "NoSuchBucket", "The specified bucket does not exist"), True),
+    ("service_unavailable", True),
+], ids=str)
+def test_a_retry_is_promised_and_scheduled_only_when_it_can_succeed(
+        guarded_storage_factory, fault_proxy, settings, fault, retryable):
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "RETRY_WITH_TASKS": True}
+    storage = guarded_storage_factory(max_attempts=1)
+    fault_proxy.script([fault])
+    outcome = save_generated(PAYLOAD, "promise/x.bin", storage=storage)
+
+    assert outcome.partial and outcome.retry_scheduled is retryable
+    record = SaveAttempt.objects.get(pk=outcome.attempt_id)
+    assert record.has_stash  # the bytes are kept for an operator either way
+    assert (record.next_retry_at is not None) is retryable
+    assert ("nothing is lost" in outcome.message.lower()) is retryable
+    if not retryable:
+        assert "will not help" in outcome.message
+    assert delivery_status(outcome.status_token, storage=storage)["retry_scheduled"] is retryable

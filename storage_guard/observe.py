@@ -260,7 +260,8 @@ class SaveTrace(RetryListener):
                 "storage_guard.key_bytes_bucket": key_bytes_bucket(self.key_bytes)}
 
     def _sentry_context(self) -> dict:
-        return {"operation": self.operation, "storage": self.storage_alias, "key": self.key,
+        return {"operation": self.operation, "storage": self.storage_alias,
+                "key": escape_controls(self.key),
                 "key_bytes": self.key_bytes, "size": self.size,
                 "content_type": self.content_type, "sha256": self.sha256,
                 "record_id": self.record_id, "trace_id": self.trace_id}

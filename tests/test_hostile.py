@@ -33,7 +33,7 @@ from storage_guard.payload import Payload
 from storage_guard.recording import insert_attempt, record_alias
 from storage_guard.responses import SaveOutcome, delivery_status, save_generated
 from storage_guard.sentry import StorageGuardIntegration
-from tests.sentry_support import FAKE_DSN, MemoryTransport
+from tests.sentry_support import memory_sentry
 from tests.test_example_project import example_app  # noqa: F401 - the fixture
 from tests.testbed.faultproxy import error
 
@@ -113,17 +113,9 @@ def hostile_storage(guarded_storage_factory):
 @pytest.fixture
 def guard_sentry():
     """The real SDK with StorageGuardIntegration and the default integrations (logging too)."""
-    events: list[dict] = []
-    transport = MemoryTransport(events)
-    sentry_sdk.init(dsn=FAKE_DSN, transport=transport, integrations=[StorageGuardIntegration()],
-                    auto_enabling_integrations=False, max_breadcrumbs=100,
-                    include_local_variables=True)
-    try:
-        with sentry_sdk.isolation_scope():
-            yield transport
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)
+    with memory_sentry(integrations=[StorageGuardIntegration()],
+                       include_local_variables=True) as transport:
+        yield transport
 
 
 @pytest.fixture

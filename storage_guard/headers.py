@@ -115,15 +115,15 @@ def _check_metadata(key: str, metadata) -> None:
         if bad is not None:
             raise _invalid(key, name, f"name has {describe_char(meta_key[bad])} at position {bad}; "
                            "metadata names take ASCII letters, digits and -_.!#$%&'*+^`|~")
-        _check_value(key, name, meta_value, ascii_only=True)
+        _check_value(key, name, meta_value)
 
 
-def _check_value(key: str, header: str, value, *, ascii_only: bool = True) -> None:
+def _check_value(key: str, header: str, value) -> None:
     if isinstance(value, bool | int | float | datetime.date):
         return  # botocore serialises these itself
     if not isinstance(value, str):
         raise _invalid(key, header, f"value must be text, not {type(value).__name__}")
-    found = find_unsafe(value, ascii_only=ascii_only)
+    found = find_unsafe(value, ascii_only=True)
     if found is not None:
         position, why = found
         raise _invalid(key, header, f"value has {why} at position {position}",

@@ -17,6 +17,7 @@ places cannot take everything a Python ``str`` can hold:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -99,6 +100,8 @@ def escape_controls(text: str) -> str:
 def storable(value, max_length: int | None = None) -> str:
     """``value`` as text any database column takes: NUL and lone surrogates escaped, cut."""
     text = value if isinstance(value, str) else str(value)
+    if text.isascii() and "\x00" not in text:
+        return text if max_length is None else text[:max_length]  # the common case
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     try:
@@ -129,20 +132,33 @@ def storable_fields(model, fields: dict) -> dict:
     placeholder (never stored as text), JSON values through ``storable_json``; numbers, dates,
     ``None`` and query expressions pass unchanged.
     """
-    from django.db import models
-
+    kinds = _column_kinds(model)
     safe = {}
     for name, value in fields.items():
-        field = model._meta.get_field(name)
-        if isinstance(field, models.JSONField):
+        kind = kinds.get(name)
+        if kind == "json":
             value = storable_json(value)
-        elif isinstance(field, models.CharField | models.TextField):
+        elif kind is not None:
             if isinstance(value, bytes | bytearray | memoryview):
                 value = f"<{len(value)} bytes>"
             if isinstance(value, str):
-                value = storable(value, field.max_length)
+                value = storable(value, kind[1])
         safe[name] = value
     return safe
+
+
+@functools.cache
+def _column_kinds(model) -> dict:
+    """Field name -> ``"json"``, or ``("text", max_length)`` (None: unlimited)."""
+    from django.db import models
+
+    kinds = {}
+    for field in model._meta.concrete_fields:
+        if isinstance(field, models.JSONField):
+            kinds[field.name] = kinds[field.attname] = "json"
+        elif isinstance(field, models.CharField | models.TextField):
+            kinds[field.name] = kinds[field.attname] = ("text", field.max_length)
+    return kinds
 
 
 # --------------------------------------------------------------------- log forging

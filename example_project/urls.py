@@ -7,7 +7,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("generate/", views.generate_page, name="generate"),
     path("api/generate/", views.api_generate, name="api-generate"),
-    path("api/saves/<int:attempt_id>/", views.api_save_status, name="api-save-status"),
+    path("api/saves/<str:token>/", views.api_save_status, name="api-save-status"),
     path("documents/", views.documents_page, name="documents"),
     path("faults/", views.faults_page, name="faults"),
     path("admin/", admin.site.urls),

@@ -54,10 +54,12 @@ async def api_generate(request):
 
 
 @require_GET
-def api_save_status(request, attempt_id: int):
-    status = delivery_status(attempt_id)
+def api_save_status(request, token: str):
+    """Poll a save by the ``status_token`` its outcome carried: a capability, not an id, so
+    nobody can walk the ids and download what others saved."""
+    status = delivery_status(token)
     if status is None:
-        raise Http404(f"no save attempt {attempt_id}")
+        raise Http404("no save for this token (unknown, expired or forged)")
     return JsonResponse(status, headers={"Cache-Control": "no-store"})
 
 

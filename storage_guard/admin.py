@@ -12,8 +12,10 @@ that matches the ``(status, -created_at)`` index. See ``docs/admin.md``.
 from __future__ import annotations
 
 import calendar
+import io
 import json
 import posixpath
+import re
 from datetime import timedelta
 from functools import cached_property
 
@@ -23,7 +25,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.files.storage import storages
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q, Sum
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -33,8 +35,9 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from storage_guard import replay, stash
-from storage_guard.classification import CATEGORIES
+from storage_guard.classification import CATEGORIES, safe_response
 from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend, Status, key_digest
+from storage_guard.safetext import storable
 
 COUNT_CAP = 10_000
 ACTION_LIMIT = 100  # records one "Retry now" click replays inside a web request
@@ -44,6 +47,9 @@ BADGE_COLOURS = {
     Status.FAILED: "#c62828", Status.REJECTED: "#6a1b9a", Status.ABANDONED: "#616161",
 }
 HEX = set("0123456789abcdef")
+# A content type the stash download may repeat: type/subtype tokens and simple parameters.
+PLAIN_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+"
+                                r"(; ?[A-Za-z0-9_-]+=[A-Za-z0-9_.-]+)*")
 
 
 class CappedCountPaginator(Paginator):
@@ -189,8 +195,9 @@ class SaveAttemptAdmin(admin.ModelAdmin):
     def error_response_pretty(self, obj):
         if not obj.error_response:
             return "—"
-        return format_html("<pre>{}</pre>", json.dumps(obj.error_response, indent=2,
-                                                         sort_keys=True, default=str))
+        # safe_response again: rows written before responses were scrubbed kept signatures.
+        return format_html("<pre>{}</pre>", json.dumps(safe_response(obj.error_response),
+                                                         indent=2, sort_keys=True, default=str))
 
     @admin.display(description="every attempt")
     def attempt_table(self, obj):
@@ -278,6 +285,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
+        _drop_nul_from_query(request)
         extra_context = {**(extra_context or {}), "sg_dates": self.date_links(request),
                          "summary_url": reverse("admin:storage_guard_saveattempt_summary")}
         return super().changelist_view(request, extra_context)
@@ -288,15 +296,18 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         record = get_object_or_404(SaveAttempt, pk=object_id)
         if not record.has_stash:
             raise Http404("this save has no stashed bytes")
-        filename = posixpath.basename(record.name) or f"save-{record.pk}"
-        content_type = record.content_type or "application/octet-stream"
+        # Django builds Content-Disposition (quoting, RFC 5987 for anything else); the content
+        # type is the record's only when it is a plain MIME type.
+        filename = storable(posixpath.basename(record.name)) or f"save-{record.pk}"
+        content_type = record.content_type if PLAIN_CONTENT_TYPE.fullmatch(
+            record.content_type or "") else "application/octet-stream"
         if record.stash_backend == StashBackend.STORAGE:
             alias, name = record.stash_location.split(":", 1)
-            return FileResponse(storages[alias].open(name, "rb"), as_attachment=True,
-                                filename=filename, content_type=content_type)
-        response = HttpResponse(stash.read(record), content_type=content_type)
-        response["Content-Disposition"] = f'attachment; filename="{filename}"'
-        return response
+            body = storages[alias].open(name, "rb")
+        else:
+            body = io.BytesIO(stash.read(record))
+        return FileResponse(body, as_attachment=True, filename=filename,
+                            content_type=content_type)
 
     def summary_view(self, request):
         if not self.has_view_permission(request):
@@ -319,7 +330,8 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         """Year → month → day links from MIN/MAX(created_at), not from SELECT DISTINCT."""
         field = self.date_hierarchy
         params = request.GET.copy()
-        year, month = params.get(f"{field}__year"), params.get(f"{field}__month")
+        year = _date_part(params.get(f"{field}__year"), 1, 9999)
+        month = _date_part(params.get(f"{field}__month"), 1, 12)
         bounds = SaveAttempt.objects.aggregate(first=Min(field), last=Max(field))
         if bounds["first"] is None:
             return {"links": [], "back": None}
@@ -334,19 +346,37 @@ class SaveAttemptAdmin(admin.ModelAdmin):
                 query[f"{field}__{part}"] = str(value)
             return {"label": label, "query": "?" + urlencode(sorted(query.lists()), doseq=True)}
 
-        if year and year.isdigit() and month and month.isdigit():
-            days = calendar.monthrange(int(year), int(month))[1]
+        if year and month:
+            days = calendar.monthrange(year, month)[1]
             return {"back": link(f"\u2039 {year}", year=year),
-                    "links": [link(f"{calendar.month_abbr[int(month)]} {day}", year=year,
+                    "links": [link(f"{calendar.month_abbr[month]} {day}", year=year,
                                    month=month, day=day) for day in range(1, days + 1)]}
-        if year and year.isdigit():
+        if year:
             return {"back": link("\u2039 All dates"),
                     "links": [link(f"{calendar.month_name[m]} {year}", year=year, month=m)
                               for m in range(1, 13)
-                              if (int(year), m) >= (first.year, first.month)
-                              and (int(year), m) <= (last.year, last.month)]}
+                              if (first.year, first.month) <= (year, m) <= (last.year, last.month)]}
         return {"back": None,
                 "links": [link(str(y), year=y) for y in range(first.year, last.year + 1)]}
+
+
+def _drop_nul_from_query(request) -> None:
+    """PostgreSQL text cannot hold NUL: a ``?q=%00`` (or any filter) would raise DataError."""
+    if any("\x00" in key or "\x00" in "".join(values) for key, values in request.GET.lists()):
+        query = request.GET.copy()
+        for key in list(query):
+            values = [value.replace("\x00", "") for value in query.getlist(key)]
+            del query[key]
+            query.setlist(key.replace("\x00", ""), values)
+        query._mutable = False
+        request.GET = query
+
+
+def _date_part(value: str | None, low: int, high: int) -> int | None:
+    """A year/month drill-down parameter as a number in ``[low, high]``, else None (ignored)."""
+    if value and value.isascii() and value.isdigit() and low <= int(value) <= high:
+        return int(value)
+    return None
 
 
 def window_stats(label: str, since) -> dict:

@@ -11,3 +11,8 @@ class StorageGuardConfig(AppConfig):
         from storage_guard import checks, conf  # noqa: F401 - checks register on import
 
         setting_changed.connect(conf.reset_cache, dispatch_uid="storage_guard.conf")
+        import logging
+
+        from storage_guard.safetext import install_log_escaping
+
+        install_log_escaping(logging.getLogger("storage_guard"))  # no forged log lines

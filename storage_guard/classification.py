@@ -6,11 +6,14 @@ an error code means the same thing everywhere. ``docs/errors.md`` reproduces the
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 from dataclasses import dataclass
 
 from botocore import exceptions as bce
+
+from storage_guard.safetext import redact
 
 try:  # urllib3 is always present with botocore, but keep the import tolerant.
     from urllib3 import exceptions as u3e
@@ -31,6 +34,26 @@ class Classification:
     request_id: str = ""
     host_id: str = ""
     response: dict | None = None
+
+
+# Fields of an S3 error response that are safe to keep: no signatures, no string-to-sign, no
+# canonical request, no access key id.
+SAFE_ERROR_FIELDS = ("Code", "Message", "Resource", "BucketName", "Key", "RequestId", "HostId",
+                     "ArgumentName", "MaxSizeAllowed", "ProposedSize", "MinSizeAllowed",
+                     "Condition")
+
+
+def safe_response(response: dict | None) -> dict | None:
+    """S3's error response without the fields that could carry a signature or a credential.
+
+    Applied where a ``Classification`` is made, so records, logs and Sentry only ever see this;
+    the admin applies it again to rows written before it existed.
+    """
+    if not response:
+        return None
+    error = response.get("Error") or {}
+    kept = {name: redact(str(error[name])) for name in SAFE_ERROR_FIELDS if name in error}
+    return {"Error": kept, "HTTPStatusCode": response.get("HTTPStatusCode")}
 
 
 # S3 error codes (the <Code> of an XML error body). (transient, category)
@@ -85,6 +108,11 @@ S3_CODES: dict[str, tuple[bool, str]] = {
     # storage_guard's own refusals (see storage_guard.errors).
     "KeyTooLong": (False, "validation"),
     "HeadersTooLarge": (False, "validation"),
+    "InvalidHeader": (False, "validation"),
+    "InvalidKey": (False, "validation"),
+    # The HTTP layer refused the request before sending it (a header it cannot encode, say):
+    # the endpoint never saw it, so it is data-dependent and never counts toward the breaker.
+    "RequestNotSent": (False, "validation"),
     "CircuitOpen": (True, "unavailable"),
 }
 
@@ -102,6 +130,7 @@ _NETWORK_TABLE: list[tuple[type, str, bool, str]] = [
     (bce.NoCredentialsError, "NoCredentials", False, "auth"),
     (bce.PartialCredentialsError, "PartialCredentials", False, "auth"),
     (bce.ParamValidationError, "ParamValidation", False, "validation"),
+    (UnicodeError, "EncodingError", False, "validation"),
     (ConnectionResetError, "ConnectionReset", True, "network"),
     (ConnectionAbortedError, "ConnectionAborted", True, "network"),
     (ConnectionRefusedError, "ConnectionRefused", True, "network"),
@@ -123,6 +152,8 @@ def classify(exc: BaseException) -> Classification:
     """Map any exception from boto3, botocore, urllib3, the OS or storage_guard to a code."""
     if isinstance(exc, bce.ClientError):
         return _classify_client_error(exc)
+    if _not_sent(exc):
+        return Classification("RequestNotSent", False, "validation", message=str(exc))
     own_code = getattr(exc, "code", None)
     if own_code in S3_CODES and hasattr(exc, "transient"):
         return Classification(own_code, exc.transient, exc.category, message=str(exc))
@@ -132,6 +163,22 @@ def classify(exc: BaseException) -> Classification:
     if isinstance(exc, FileNotFoundError):
         return Classification("NoSuchKey", False, "client", message=str(exc))
     return Classification(type(exc).__name__, False, "unknown", message=str(exc))
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True for botocore's catch-all ``HTTPClientError`` around an error that is not a network one.
+
+    botocore turns every urllib3 and socket failure it knows into a specific subclass
+    (``EndpointConnectionError``, ``ConnectionClosedError``, ...) and wraps anything else in a
+    plain ``HTTPClientError``. When that wrapped error is not an ``OSError``, an
+    ``http.client.HTTPException`` or a urllib3 error, the request never left: ``http.client``
+    refused a header value (``ValueError``) or could not encode it (``UnicodeEncodeError``).
+    """
+    if type(exc) is not bce.HTTPClientError:
+        return False
+    cause = getattr(exc, "kwargs", {}).get("error")
+    network = (OSError, http.client.HTTPException) + ((u3e.HTTPError,) if u3e else ())
+    return isinstance(cause, BaseException) and not isinstance(cause, network)
 
 
 def _classify_client_error(exc: bce.ClientError) -> Classification:
@@ -144,7 +191,8 @@ def _classify_client_error(exc: bce.ClientError) -> Classification:
     return Classification(
         code=code, transient=transient, category=category, status=status,
         message=str(error.get("Message", "")), request_id=meta.get("RequestId", ""),
-        host_id=meta.get("HostId", ""), response={"Error": error, "HTTPStatusCode": status},
+        host_id=meta.get("HostId", ""),
+        response=safe_response({"Error": error, "HTTPStatusCode": status}),
     )
 
 
@@ -169,6 +217,17 @@ def describe(code: str) -> tuple[bool, str] | None:
         if known == code:
             return transient, category
     return None
+
+
+def data_dependent(code: str | None, category: str | None = None) -> bool:
+    """A permanent error caused by the request itself (category ``validation``): no retry of
+    the same bytes, name and headers can succeed. Configuration errors (``NoSuchBucket``,
+    ``AccessDenied``) are not: a retry succeeds once an operator has fixed the setting."""
+    known = describe(code or "")
+    if known is not None:
+        transient, known_category = known
+        return not transient and known_category == "validation"
+    return category == "validation"
 
 
 def size_bucket(size: int | None) -> str:

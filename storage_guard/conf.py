@@ -45,6 +45,7 @@ DEFAULTS: dict[str, object] = {
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,
+    "STATUS_TOKEN_MAX_AGE": 24 * 3600,
     "DOCUMENT_PREFIX": "documents",
     # Retry workers.
     "RETRY_WITH_TASKS": False,

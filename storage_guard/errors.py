@@ -14,6 +14,8 @@ __all__ = [
     "CircuitOpen",
     "Classification",
     "HeadersTooLarge",
+    "InvalidHeader",
+    "InvalidKey",
     "KeyTooLong",
     "SaveFailed",
     "SaveRejected",
@@ -80,6 +82,19 @@ class HeadersTooLarge(SaveRejected):
     """User metadata or the whole request header section is over its byte limit."""
 
     code = "HeadersTooLarge"
+
+
+class InvalidHeader(SaveRejected):
+    """A header name or value holds a character HTTP or S3 cannot carry (CR, LF, NUL...)."""
+
+    code = "InvalidHeader"
+
+
+class InvalidKey(SaveRejected):
+    """The key holds a character S3 cannot take (NUL, another control character, a lone
+    surrogate)."""
+
+    code = "InvalidKey"
 
 
 class CircuitOpen(StorageGuardError):

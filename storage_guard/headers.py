@@ -1,5 +1,10 @@
 """The header budget of a PUT, estimated before any request so S3's refusals never happen.
 
+``check_header_values`` comes first: a header name or value that HTTP cannot carry (CR, LF, NUL,
+any other control character; non-ASCII, which S3 refuses in metadata and cannot sign elsewhere)
+raises ``InvalidHeader`` naming the header and the character's position, so such a value never
+reaches ``http.client`` (which would refuse it as a network-looking error) or S3.
+
 S3 refuses user metadata over 2 KB (``MetadataTooLarge``) and a request header section over
 8 KB (``RequestHeaderSectionTooLarge``). ``check_headers`` estimates both from the boto3
 ``ExtraArgs`` dict the storage is about to send and raises ``HeadersTooLarge`` naming the largest
@@ -11,9 +16,10 @@ from __future__ import annotations
 import datetime
 from urllib.parse import quote
 
-from storage_guard.errors import HeadersTooLarge
+from storage_guard.errors import HeadersTooLarge, InvalidHeader
+from storage_guard.safetext import describe_char, escape_controls, find_unsafe
 
-__all__ = ["check_headers", "header_sizes", "metadata_bytes"]
+__all__ = ["check_header_values", "check_headers", "header_sizes", "metadata_bytes"]
 
 # boto3 PutObject parameter -> the HTTP header botocore sends it as (from botocore's S3 model).
 HEADER_NAMES: dict[str, str] = {
@@ -63,6 +69,9 @@ REQUEST_LINE_OVERHEAD = len("PUT /") + 63 + len("/") + len(" HTTP/1.1\r\n")
 # SigV4 Authorization header without its SignedHeaders list. Session tokens are extra.
 FIXED_ALLOWANCE = 1024
 SHOW_LARGEST = 5
+# The characters of an HTTP header name (RFC 9110 ``token``).
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def metadata_bytes(metadata: dict | None) -> int:
@@ -84,9 +93,55 @@ def header_sizes(params: dict) -> dict[str, int]:
     return sizes
 
 
+def check_header_values(key: str, params: dict) -> None:
+    """Raise InvalidHeader when a header name or value cannot be sent as it is."""
+    for param, value in params.items():
+        if param == "Metadata":
+            _check_metadata(key, value)
+        elif param in HEADER_NAMES:
+            _check_value(key, HEADER_NAMES[param], value)
+
+
+def _check_metadata(key: str, metadata) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise _invalid(key, "Metadata", f"must be a dict of text, not {type(metadata).__name__}")
+    for meta_key, meta_value in metadata.items():
+        if not isinstance(meta_key, str) or not meta_key:
+            raise _invalid(key, META_PREFIX + "…", f"has a name that is not text: {meta_key!r}")
+        name = META_PREFIX + meta_key
+        bad = next((i for i, c in enumerate(meta_key) if c not in TOKEN_CHARS), None)
+        if bad is not None:
+            raise _invalid(key, name, f"name has {describe_char(meta_key[bad])} at position {bad}; "
+                           "metadata names take ASCII letters, digits and -_.!#$%&'*+^`|~")
+        _check_value(key, name, meta_value)
+
+
+def _check_value(key: str, header: str, value) -> None:
+    if isinstance(value, bool | int | float | datetime.date):
+        return  # botocore serialises these itself
+    if not isinstance(value, str):
+        raise _invalid(key, header, f"value must be text, not {type(value).__name__}")
+    found = find_unsafe(value, ascii_only=True)
+    if found is not None:
+        position, why = found
+        raise _invalid(key, header, f"value has {why} at position {position}",
+                       position=position)
+
+
+def _invalid(key: str, header: str, problem: str, **context) -> InvalidHeader:
+    preview = key if len(key) <= 80 else f"{key[:80]}…"
+    return InvalidHeader(
+        f"header {escape_controls(header)} {problem} for key {escape_controls(preview)!r}; "
+        "S3 headers take printable ASCII only", key=key, header=header, **context)
+
+
 def check_headers(key: str, params: dict, *, max_metadata_bytes: int,
                   max_header_bytes: int) -> None:
-    """Raise HeadersTooLarge when the metadata or the whole header section is over budget."""
+    """Raise InvalidHeader for a value HTTP cannot carry, HeadersTooLarge when the metadata
+    or the whole header section is over budget."""
+    check_header_values(key, params)
     meta = metadata_bytes(params.get("Metadata"))
     sizes = header_sizes(params)
     total = _request_line(key) + FIXED_ALLOWANCE + _signed_headers(sizes) + sum(sizes.values())

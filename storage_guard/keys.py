@@ -20,8 +20,9 @@ from django.utils.deconstruct import deconstructible
 from text_unidecode import unidecode
 
 from storage_guard import conf
-from storage_guard.errors import KeyTooLong
+from storage_guard.errors import InvalidKey, KeyTooLong
 from storage_guard.headers import check_headers
+from storage_guard.safetext import escape_controls, find_unsafe
 
 __all__ = [
     "HASH_CHARS",
@@ -30,6 +31,7 @@ __all__ = [
     "KeyLimits",
     "SluggedUploadTo",
     "check_headers",
+    "check_key_characters",
     "date_partitioned_key",
     "fit_name",
     "full_key",
@@ -172,7 +174,9 @@ def fit_name(name: str, *, location: str, limits: KeyLimits,
     unchanged. Otherwise policy ``"shorten"`` cuts only the file stem and appends ``-`` plus a
     hash of the whole original name, keeping the directory and the extension; policy
     ``"reject"``, or a name whose directory or extension alone is too long, raises KeyTooLong.
+    A name with a character no key can hold raises InvalidKey (``check_key_characters``).
     """
+    check_key_characters(full_key(location, name))
     problem = _first_violation(name, location, limits, max_length)
     if problem is None:
         return name
@@ -182,6 +186,23 @@ def fit_name(name: str, *, location: str, limits: KeyLimits,
     if shortened is None:
         raise _key_too_long(name, location, limits, problem, shortened=True)
     return shortened
+
+
+def check_key_characters(key: str) -> None:
+    """Raise InvalidKey for NUL, another control character or a lone surrogate in ``key``.
+
+    S3 lists ASCII 0-31 and 127 among the characters to avoid (XML listings cannot carry them),
+    a lone surrogate cannot be encoded as UTF-8 at all, and none of them is ever intended.
+    """
+    if key.isprintable():
+        return  # the common case, checked in C
+    found = find_unsafe(key, allow_tab=False)
+    if found is None:
+        return  # printable in S3's sense: spaces other than " ", format characters
+    position, why = found
+    raise InvalidKey(f"key has {why} at position {position}: {escape_controls(_preview(key))!r}; "
+                     "S3 keys cannot hold control characters or lone surrogates",
+                     key=key, position=position)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,15 @@ from django.utils.translation import gettext as _
 
 __all__ = ["REASONS", "message_for", "reason_for", "saved_message"]
 
-REASONS = ("timeout", "network", "throttled", "too_large", "key_rejected", "refused",
-           "unavailable", "unknown")
+REASONS = ("timeout", "network", "throttled", "too_large", "key_rejected", "bad_characters",
+           "refused", "unavailable", "unknown")
 
 TOO_LARGE_CODES = frozenset({"EntityTooLarge", "HeadersTooLarge", "MetadataTooLarge",
                              "RequestHeaderSectionTooLarge"})
 KEY_CODES = frozenset({"KeyTooLong", "KeyTooLongError"})
+# The name, type or details hold characters no request can carry (storage_guard.headers/keys).
+CHARACTER_CODES = frozenset({"InvalidHeader", "InvalidKey", "RequestNotSent", "EncodingError",
+                             "ParamValidation"})
 CATEGORY_REASONS = {
     "timeout": "timeout",
     "network": "network",
@@ -36,6 +39,8 @@ def reason_for(code: str | None, category: str | None) -> str:
         return "key_rejected"
     if code in TOO_LARGE_CODES:
         return "too_large"
+    if code in CHARACTER_CODES:
+        return "bad_characters"
     return CATEGORY_REASONS.get(category or "", "unknown")
 
 
@@ -47,6 +52,8 @@ def _what_happened(reason: str) -> str:
         "too_large": _("The file, or the details sent with it, are larger than the storage "
                        "service accepts."),
         "key_rejected": _("The file name is too long for the storage service."),
+        "bad_characters": _("The file name or its type contains characters the storage "
+                            "service cannot accept."),
         "refused": _("The storage service refused the file."),
         "unavailable": _("The storage service is unavailable at the moment."),
     }.get(reason, _("The file could not be stored."))
@@ -63,6 +70,11 @@ def _what_to_do(reason: str, *, kept: bool, inline: bool) -> str:
         advice = _("Please save it again under a shorter name.")
     elif reason == "too_large":
         advice = _("Please make it smaller and save it again.")
+    elif reason == "bad_characters":
+        advice = _("Please rename it using letters, digits and dashes, and save it again.")
+    elif reason == "refused":
+        advice = _("Trying the same file again will not help; please check the file, or "
+                   "contact the site's administrators.")
     else:
         advice = _("Please try again in a few minutes.")
     if inline:

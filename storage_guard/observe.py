@@ -16,37 +16,30 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 
 from storage_guard import conf, sentry
 from storage_guard.classification import (
+    SAFE_ERROR_FIELDS,  # noqa: F401 - re-exported
     Classification,
     key_bytes_bucket,
+    safe_response,
     size_bucket,
 )
 from storage_guard.retry import AttemptInfo, Outcome, RetryListener
+from storage_guard.safetext import (  # noqa: F401 - MESSAGE_CHARS and redact are re-exported
+    MESSAGE_CHARS,
+    escape_controls,
+    install_log_escaping,
+    redact,
+)
 
 LOGGER_NAME = "storage_guard"
-logger = logging.getLogger(LOGGER_NAME)
+logger = install_log_escaping(logging.getLogger(LOGGER_NAME))
 
 WRITE_OPERATIONS = frozenset({"save", "redeliver"})
 READ_OPERATIONS = frozenset({"open", "exists", "size", "listdir", "delete", "head"})
 
-# Fields of an S3 error response that are safe to keep: no signatures, no string-to-sign.
-SAFE_ERROR_FIELDS = ("Code", "Message", "Resource", "BucketName", "Key", "RequestId", "HostId",
-                     "ArgumentName", "MaxSizeAllowed", "ProposedSize", "MinSizeAllowed",
-                     "Condition")
-_SECRET_PARAM = re.compile(
-    r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|"
-    r"awsaccesskeyid|credential)=([^&\s,\"'<>]+)")
-MESSAGE_CHARS = 500
-
-
-def redact(text: str) -> str:
-    """``text`` with signature, credential and token values replaced, cut to a sane length."""
-    text = _SECRET_PARAM.sub(r"\1=[redacted]", text)
-    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
 
 
 def cut_key(key: str, limit: int) -> str:
@@ -55,15 +48,6 @@ def cut_key(key: str, limit: int) -> str:
         return key
     tail = max((limit - 1) // 3, 0)
     return key[:limit - 1 - tail] + "…" + (key[-tail:] if tail else "")
-
-
-def safe_response(response: dict | None) -> dict | None:
-    """S3's error response without the fields that could carry a signature."""
-    if not response:
-        return None
-    error = response.get("Error") or {}
-    kept = {name: redact(str(error[name])) for name in SAFE_ERROR_FIELDS if name in error}
-    return {"Error": kept, "HTTPStatusCode": response.get("HTTPStatusCode")}
 
 
 def _response_ids(value) -> tuple[str, str]:
@@ -105,7 +89,7 @@ class SaveTrace(RetryListener):
 
     @property
     def short_key(self) -> str:
-        return cut_key(self.key, conf.get("LOG_KEY_CHARS"))
+        return escape_controls(cut_key(self.key, conf.get("LOG_KEY_CHARS")))
 
     def _event(self, suffix: str) -> str:
         return ("save_" if self.is_write else "read_") + suffix
@@ -276,7 +260,8 @@ class SaveTrace(RetryListener):
                 "storage_guard.key_bytes_bucket": key_bytes_bucket(self.key_bytes)}
 
     def _sentry_context(self) -> dict:
-        return {"operation": self.operation, "storage": self.storage_alias, "key": self.key,
+        return {"operation": self.operation, "storage": self.storage_alias,
+                "key": escape_controls(self.key),
                 "key_bytes": self.key_bytes, "size": self.size,
                 "content_type": self.content_type, "sha256": self.sha256,
                 "record_id": self.record_id, "trace_id": self.trace_id}

@@ -16,6 +16,7 @@ from django.db import connections, transaction
 
 from storage_guard import conf
 from storage_guard.models import SaveAttempt, StashedPayload, key_digest
+from storage_guard.safetext import storable_fields
 
 logger = logging.getLogger("storage_guard")
 
@@ -62,9 +63,13 @@ def close_independent_connections() -> None:
 
 
 def insert_attempt(**fields) -> SaveAttempt:
-    """One INSERT: the success path's only database write."""
+    """One INSERT: the success path's only database write.
+
+    Every value is made storable first (``safetext.storable_fields``): no name, key, content
+    type or error text can make the insert fail.
+    """
     fields["key_digest"] = key_digest(fields["key"])
-    record = SaveAttempt(**fields)
+    record = SaveAttempt(**storable_fields(SaveAttempt, fields))
     SaveAttempt.objects.using(record_alias()).bulk_create([record])
     return record
 
@@ -83,6 +88,7 @@ def insert_failure(fields: dict, stash_bytes: bytes | None) -> SaveAttempt:
 
 
 def update_attempt(record: SaveAttempt, **fields) -> None:
+    fields = storable_fields(SaveAttempt, fields)
     for name, value in fields.items():
         setattr(record, name, value)
     SaveAttempt.objects.using(record_alias()).filter(pk=record.pk).update(**fields)

@@ -4,8 +4,10 @@
 the name and URL; when the bytes did not reach S3, whatever ``on_failure`` says, a *partial*
 result carrying the content inline (up to ``INLINE_MAX_BYTES``), a suggested filename, the
 ``SaveAttempt`` id that links it to the eventual object, whether a retry will deliver it, and a
-message chosen by error category. ``SaveOutcomeResponse`` turns it into JSON (HTTP 200: the
-request did what it promised, the ``saved``/``partial`` fields say how; see ``docs/responses.md``).
+message chosen by error category, and a ``status_token``: the signed capability that
+``delivery_status`` takes, so only whoever made the save can poll it. ``SaveOutcomeResponse``
+turns it into JSON (HTTP 200: the request did what it promised, the ``saved``/``partial``
+fields say how; see ``docs/responses.md``).
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import posixpath
 from dataclasses import asdict, dataclass
 
 from asgiref.sync import sync_to_async
+from django.core import signing
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import JsonResponse
 from storages.utils import clean_name
 
 from storage_guard import conf, messages
+from storage_guard.classification import data_dependent
 from storage_guard.errors import StorageGuardError
 from storage_guard.models import SaveAttempt, Status
 from storage_guard.recording import record_alias
+from storage_guard.safetext import install_log_escaping
 
 __all__ = [
     "MAX_PRESIGNED_EXPIRY",
@@ -36,13 +41,15 @@ __all__ = [
     "delivery_status",
     "presigned_url",
     "save_generated",
+    "status_token",
 ]
 
-logger = logging.getLogger(__name__)
+logger = install_log_escaping(logging.getLogger(__name__))
 
 # SigV4 presigned URLs are valid for at most 7 days.
 MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
 DELIVERED = (Status.SUCCEEDED, Status.RECOVERED)
+TOKEN_SALT = "storage_guard.responses.status"
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class SaveOutcome:
     filename: str
     size: int
     content_base64: str | None = None
+    status_token: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,11 +171,11 @@ def _saved(generated: _Generated, storage, name: str, record) -> SaveOutcome:
         attempt_id=record.pk if record else None, retry_scheduled=False,
         message=messages.saved_message(), error_code=None,
         content_type=generated.content_type, filename=posixpath.basename(name),
-        size=len(generated.data))
+        size=len(generated.data), status_token=status_token(record))
 
 
 def _partial(generated: _Generated, record, *, code: str, category: str) -> SaveOutcome:
-    kept = bool(record is not None and record.is_unresolved and record.has_stash)
+    kept = will_be_retried(record)
     inline = len(generated.data) <= int(conf.get("INLINE_MAX_BYTES"))
     name = record.name if record is not None and record.name else generated.name
     reason = messages.reason_for(code, category)
@@ -177,7 +185,16 @@ def _partial(generated: _Generated, record, *, code: str, category: str) -> Save
         message=messages.message_for(reason, kept=kept, inline=inline), error_code=code or None,
         content_type=generated.content_type, filename=posixpath.basename(name),
         size=len(generated.data),
-        content_base64=base64.b64encode(generated.data).decode("ascii") if inline else None)
+        content_base64=base64.b64encode(generated.data).decode("ascii") if inline else None,
+        status_token=status_token(record))
+
+
+def will_be_retried(record) -> bool:
+    """True when a retry can deliver the record's bytes: they are kept and the error is not
+    data-dependent (the same request would fail the same way every time)."""
+    if record is None or not (record.is_unresolved and record.has_stash):
+        return False
+    return not data_dependent(record.error_code, record.error_category)
 
 
 def _url(storage, name: str) -> str | None:
@@ -190,18 +207,45 @@ def _url(storage, name: str) -> str | None:
 # --------------------------------------------------------------------- after the response
 
 
-def delivery_status(attempt_id: int, *, storage=None) -> dict | None:
-    """Where a save stands now (None for an unknown id): what a page polls after a partial.
+def status_token(record) -> str | None:
+    """A signed, expiring capability to poll ``record``: only the maker of the save gets it.
+
+    Signed with ``SECRET_KEY`` (``django.core.signing``), so it cannot be guessed or made from
+    an id; bound to the record's key digest, so a reused id does not match; valid for
+    ``STATUS_TOKEN_MAX_AGE`` seconds.
+    """
+    if record is None or record.pk is None:
+        return None
+    return signing.dumps([record.pk, record.key_digest[:16]], salt=TOKEN_SALT, compress=False)
+
+
+def _record_for_token(token) -> SaveAttempt | None:
+    if not isinstance(token, str) or len(token) > 200:
+        return None
+    try:
+        pk, digest = signing.loads(token, salt=TOKEN_SALT,
+                                   max_age=int(conf.get("STATUS_TOKEN_MAX_AGE")))
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    record = _find_record(pk)
+    if record is None or record.key_digest[:16] != digest:
+        return None
+    return record
+
+
+def delivery_status(token: str, *, storage=None) -> dict | None:
+    """Where a save stands now: what a page polls after a partial, given the outcome's
+    ``status_token`` (None for a token that is forged, expired or whose record is gone).
 
     ``delivered`` turns true once a retry has put the bytes in S3; ``url`` then points at them.
     """
-    record = _find_record(attempt_id)
+    record = _record_for_token(token)
     if record is None:
         return None
     delivered = record.status in DELIVERED
     return {
         "attempt_id": record.pk, "status": record.status, "delivered": delivered,
-        "retry_scheduled": bool(record.is_unresolved and record.has_stash),
+        "retry_scheduled": will_be_retried(record),
         "name": record.name,
         "url": _url(storage or default_storage, record.name) if delivered else None,
         "attempts": record.attempts, "error_code": record.error_code or None,

@@ -14,10 +14,15 @@ What storage_guard sends (``docs/observability.md`` has the full list):
 * at most one message a minute per exception type when a ``SaveAttempt`` row cannot be written.
 
 Because those events are richer than what sentry's logging integration would make of our log
-lines, the ``storage_guard`` logger is excluded from that integration (``ignore_logger``) the
-first time Sentry is found active, or by ``setup()`` from ``AppConfig.ready``. And an exception
-that storage_guard already reported (the ``SaveFailed`` raised from it, or a ``SaveRejected``)
-is not reported a second time when it propagates to Django's handler.
+lines, every storage_guard logger (``storage_guard`` and ``storage_guard.*``) is excluded from
+that integration (``ignore_logger``) the first time Sentry is found active, or at once by
+``StorageGuardIntegration`` (``sentry_sdk.init(integrations=[StorageGuardIntegration()])``).
+An exception that storage_guard already reported (the ``SaveFailed`` raised from it, or a
+``SaveRejected``) is not reported a second time when it propagates to Django's handler.
+
+And no event carries a payload: in any event, an exception whose stack passes through a
+storage_guard frame loses the local variables of every frame of that stack (``scrub_event``).
+They hold the bytes being saved, the request and its signature.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import time
 from collections.abc import Callable
 
 LOGGER_NAME = "storage_guard"
+LOGGER_PATTERNS = (LOGGER_NAME, f"{LOGGER_NAME}.*")  # fnmatch patterns, as sentry matches them
+PACKAGE = "storage_guard"
 CONTEXT_NAME = "storage_guard"
 BREADCRUMB_CATEGORY = "storage_guard"
 REPORTED_ATTR = "_storage_guard_event_id"
@@ -38,11 +45,20 @@ _installed = False
 _last_message: dict[str, float] = {}
 
 
-def setup() -> None:
+def __getattr__(name: str):
+    """``StorageGuardIntegration`` imports sentry_sdk, so only when it is asked for."""
+    if name == "StorageGuardIntegration":
+        from storage_guard.sentry_integration import StorageGuardIntegration
+
+        return StorageGuardIntegration
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def setup(force: bool = False) -> None:
     """Wire storage_guard into an already imported sentry_sdk; a no-op without it."""
     sdk = sys.modules.get("sentry_sdk")
     if sdk is not None:
-        _install(sdk)
+        _install(sdk, force=force)
 
 
 def installed() -> bool:
@@ -64,16 +80,20 @@ def active():
     return sdk
 
 
-def _install(sdk) -> None:
+def _install(sdk, force: bool = False) -> None:
     global _installed
     with _install_lock:
-        if _installed:
+        if _installed and not force:
             return
-        from sentry_sdk.integrations.logging import ignore_logger
+        from sentry_sdk.integrations.logging import ignore_logger, ignore_logger_for_sentry_logs
         from sentry_sdk.scope import add_global_event_processor
 
-        ignore_logger(LOGGER_NAME)
-        add_global_event_processor(_drop_already_reported)
+        for pattern in LOGGER_PATTERNS:
+            ignore_logger(pattern)
+            ignore_logger_for_sentry_logs(pattern)
+        if not _installed:  # global processors are kept for the life of the process
+            add_global_event_processor(_drop_already_reported)
+            add_global_event_processor(scrub_event)
         _installed = True
 
 
@@ -154,6 +174,30 @@ def _scrubber(scrub: Callable[[str], str]):
         return event
 
     return scrub_event
+
+
+def scrub_event(event, hint):
+    """Global event processor: no frame locals in a stack that passes through storage_guard.
+
+    Every exception value (chained ones included) and thread stack is checked on its own: one
+    with a storage_guard frame loses the ``vars`` of all its frames, the caller's too, since a
+    view that saves bytes holds them in its locals as well.
+    """
+    stacks = [value.get("stacktrace") for value in (event.get("exception") or {}).get("values")
+              or []]
+    stacks += [thread.get("stacktrace") for thread in (event.get("threads") or {}).get("values")
+               or []]
+    for stack in stacks:
+        frames = (stack or {}).get("frames") or []
+        if any(_ours(frame) for frame in frames):
+            for frame in frames:
+                frame.pop("vars", None)
+    return event
+
+
+def _ours(frame: dict) -> bool:
+    module = frame.get("module") or ""
+    return module == PACKAGE or module.startswith(PACKAGE + ".")
 
 
 def _mark_reported(error: BaseException, event_id: str | None) -> None:

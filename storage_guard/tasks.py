@@ -30,6 +30,7 @@ from django.db import connections
 from django.utils import timezone
 
 from storage_guard import conf, replay
+from storage_guard.classification import data_dependent
 from storage_guard.models import UNRESOLVED, SaveAttempt
 from storage_guard.recording import record_alias, update_attempt
 
@@ -71,6 +72,12 @@ def schedule_retry(record: SaveAttempt) -> str | None:
     Never raises: the record is already safe, and ``retry_failed_saves`` picks up anything a
     broken queue could not take.
     """
+    if data_dependent(record.error_code, record.error_category):
+        logger.warning("retry_not_scheduled %s, record %s: %s fails the same way every time; "
+                       "left for an operator", record.key, record.pk, record.error_code,
+                       extra={"event": "retry_not_scheduled", "record_id": record.pk,
+                              "error_code": record.error_code})
+        return None
     rounds = replay_rounds(record)
     if rounds >= conf.get("RETRY_TASK_MAX_ROUNDS"):
         update_attempt(record, next_retry_at=None)

@@ -12,6 +12,8 @@ under the Django integration, and is switched off again afterwards.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import sentry_sdk
 from sentry_sdk.transport import Transport
@@ -34,18 +36,25 @@ class MemoryTransport(Transport):
             self.events.append(event)
 
 
-@pytest.fixture
-def sentry_events():
+@contextlib.contextmanager
+def memory_sentry(**options):
+    """The SDK initialised with ``options`` and a ``MemoryTransport``, which is yielded."""
     from storage_guard import sentry
 
-    events: list[dict] = []
-    sentry_sdk.init(dsn=FAKE_DSN, transport=MemoryTransport(events),
-                    auto_enabling_integrations=False, max_breadcrumbs=100)
+    transport = MemoryTransport([])
+    sentry_sdk.init(dsn=FAKE_DSN, transport=transport, auto_enabling_integrations=False,
+                    max_breadcrumbs=100, **options)
     sentry.reset_throttle()
     try:
         with sentry_sdk.isolation_scope():
-            yield events
+            yield transport
     finally:
         sentry_sdk.get_client().close()
         sentry_sdk.get_global_scope().set_client(None)
         sentry.reset_throttle()
+
+
+@pytest.fixture
+def sentry_events():
+    with memory_sentry() as transport:
+        yield transport.events

@@ -115,7 +115,7 @@ def test_stash_download_is_permission_checked(admin_client, viewer, fault_proxy)
     assert viewer.get(url).status_code == 403
     response = admin_client.get(url)
     assert response.status_code == 200
-    assert response.content == payload
+    assert b"".join(response.streaming_content) == payload
     assert response["Content-Disposition"] == 'attachment; filename="file-0000.bin"'
 
 

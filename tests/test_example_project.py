@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 from django.core.management import call_command
@@ -22,6 +23,7 @@ from example_project import embedded, faults
 from storage_guard import stash
 from storage_guard.models import SaveAttempt, Status
 from storage_guard.recording import record_alias
+from storage_guard.responses import TOKEN_SALT
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +103,7 @@ def test_outage_gives_partial_then_retry_command_delivers(client, example_app, s
     assert record.status == Status.FAILED and stash.read(record) == inline
     assert outcome["error_code"] == "ServiceUnavailable"
     assert outcome["error_code"] not in outcome["message"]
-    status = client.get(f"/api/saves/{outcome['attempt_id']}/").json()
+    status = client.get(f"/api/saves/{outcome['status_token']}/").json()
     assert status["delivered"] is False and status["retry_scheduled"] is True
     assert [a["code"] for a in status["attempt_log"]] == ["ServiceUnavailable"] * record.attempts
 
@@ -109,7 +111,7 @@ def test_outage_gives_partial_then_retry_command_delivers(client, example_app, s
     storages["default"].breaker.reset()
     call_command("retry_failed_saves")
 
-    status = client.get(f"/api/saves/{outcome['attempt_id']}/").json()
+    status = client.get(f"/api/saves/{outcome['status_token']}/").json()
     assert status["delivered"] is True and status["status"] == Status.RECOVERED
     assert s3.get_object(Bucket=settings.TEST_BUCKET, Key=outcome["name"])["Body"].read() == inline
     assert fetch(status["url"]) == inline
@@ -135,6 +137,23 @@ def test_generate_refuses_get(client, example_app):
 
 def test_unknown_attempt_is_404(client, example_app):
     assert client.get("/api/saves/999999/").status_code == 404
+
+
+def test_status_is_polled_by_token_not_by_id(client, example_app):
+    """Ids are sequential: an id, or a token with its id changed, shows nothing."""
+    outcome = generate(client, "mine")
+    assert outcome["saved"] is True and outcome["status_token"]
+    mine = client.get(f"/api/saves/{outcome['status_token']}/")
+    assert mine.status_code == 200 and mine.json()["name"] == outcome["name"]
+    assert mine.json()["url"]
+
+    digest = SaveAttempt.objects.using(record_alias()).get(pk=outcome["attempt_id"]).key_digest
+    unsigned = signing.dumps([outcome["attempt_id"], digest[:16]], salt=TOKEN_SALT, key="guess")
+    other_record = signing.dumps([outcome["attempt_id"], "0" * 16], salt=TOKEN_SALT)
+    for probe in (str(outcome["attempt_id"]), unsigned, other_record, "x" * 500, "%00", "a:b:c"):
+        response = client.get(f"/api/saves/{probe}/")
+        assert response.status_code == 404, probe
+        assert outcome["name"] not in response.content.decode()
 
 
 # ----------------------------------------------------------------------- the fault switch

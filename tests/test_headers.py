@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage_guard import keys
-from storage_guard.errors import HeadersTooLarge, SaveRejected
+from storage_guard.errors import HeadersTooLarge, InvalidHeader, SaveRejected
 from storage_guard.headers import (
     FIXED_ALLOWANCE,
+    TOKEN_CHARS,
     check_headers,
     header_sizes,
     metadata_bytes,
@@ -108,9 +109,12 @@ def test_header_sizes_maps_params_to_wire_headers():
                      "x-amz-storage-class": len("x-amz-storage-class: X\r\n")}
 
 
+META_NAMES = st.text(st.sampled_from(sorted(TOKEN_CHARS)), min_size=1, max_size=30)
+META_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=400)
+
+
 @settings(max_examples=200, deadline=None)
-@given(metadata=st.dictionaries(st.text(min_size=1, max_size=30), st.text(max_size=400),
-                                max_size=12))
+@given(metadata=st.dictionaries(META_NAMES, META_VALUES, max_size=12))
 def test_refused_exactly_when_over_a_limit(metadata):
     params = {"ContentType": "application/octet-stream", "Metadata": metadata}
     meta = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
@@ -123,3 +127,66 @@ def test_refused_exactly_when_over_a_limit(metadata):
         assert largest == sorted(largest, reverse=True)
     else:
         assert meta <= 2048
+
+
+# ----------------------------------------------------------------------- characters
+
+
+@pytest.mark.parametrize(("params", "header", "position", "named"), [
+    ({"ContentType": "image/png\nx: y"}, "Content-Type", 9, "line feed (U+000A)"),
+    ({"ContentType": "text/plain\r"}, "Content-Type", 10, "carriage return (U+000D)"),
+    ({"CacheControl": "max-age=1\x00"}, "Cache-Control", 9, "NUL (U+0000)"),
+    ({"ContentDisposition": 'inline; filename="a\r\nb"'}, "Content-Disposition", 19,
+     "carriage return (U+000D)"),
+    ({"ContentEncoding": "gzip\x1b"}, "Content-Encoding", 4, "control character (U+001B)"),
+    ({"ContentLanguage": "de\u0085"}, "Content-Language", 2, "U+0085"),
+    ({"StorageClass": "STANDARD\x7f"}, "x-amz-storage-class", 8, "DEL (U+007F)"),
+    ({"Metadata": {"note": "caf\u00e9"}}, "x-amz-meta-note", 3, "non-ASCII"),
+    ({"Metadata": {"note": "a\ud800"}}, "x-amz-meta-note", 1, "lone surrogate (U+D800)"),
+    ({"ContentDisposition": "attachment; filename=\u202egnp.exe"}, "Content-Disposition", 21,
+     "RIGHT-TO-LEFT OVERRIDE"),
+])
+def test_a_value_http_cannot_carry_is_refused_naming_header_and_position(
+        params, header, position, named):
+    with pytest.raises(InvalidHeader) as caught:
+        check_headers("media/x.bin", params, **LIMITS)
+    error = caught.value
+    assert isinstance(error, SaveRejected) and error.code == "InvalidHeader"
+    assert error.context["header"] == header and error.context["position"] == position
+    assert f"header {header} value has " in str(error) and named in str(error)
+    assert f"at position {position}" in str(error)
+    assert "\n" not in str(error) and "\r" not in str(error)
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("bad name", "SPACE (U+0020)"), ("bad\nname", "line feed (U+000A)"),
+    ("名前", "CJK UNIFIED IDEOGRAPH-540D"), ("a:b", "COLON (U+003A)")])
+def test_a_metadata_name_must_be_an_http_token(name, shown):
+    with pytest.raises(InvalidHeader) as caught:
+        check_headers("k", {"Metadata": {name: "v"}}, **LIMITS)
+    assert shown in str(caught.value)
+
+
+@pytest.mark.parametrize("params", [
+    {"ContentType": b"image/png"}, {"Metadata": {"a": b"v"}}, {"Metadata": ["a", "b"]},
+    {"CacheControl": None}])
+def test_a_value_that_is_not_text_is_refused(params):
+    with pytest.raises(InvalidHeader, match="must be"):
+        check_headers("k", params, **LIMITS)
+
+
+def test_tabs_and_non_header_params_pass():
+    check_headers("k", {"CacheControl": "max-age=1,\tpublic", "NotAHeader": "\n\x00",
+                        "Metadata": {"a-b.c_d": "printable ~ ASCII !"}}, **LIMITS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=40))
+def test_any_text_is_either_sent_or_refused_as_invalid_header(value):
+    sendable = all(c == "\t" or 0x20 <= ord(c) <= 0x7E for c in value)
+    try:
+        check_headers("k", {"ContentType": value, "Metadata": {"v": value}}, **LIMITS)
+    except InvalidHeader:
+        assert not sendable
+    else:
+        assert sendable

@@ -16,7 +16,7 @@ from django.test.utils import isolate_apps
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from storage_guard.errors import KeyTooLong, SaveRejected
+from storage_guard.errors import InvalidKey, KeyTooLong, SaveRejected
 from storage_guard.keys import (
     HASH_CHARS,
     KeyLimits,
@@ -175,17 +175,23 @@ def test_key_limits_for_a_guarded_storage():
 
 # --- Properties over arbitrary Unicode --------------------------------------------------------
 
+def key_text(**kwargs):
+    """Any text a key can hold: everything but control characters (those raise InvalidKey,
+    see test_control_characters_and_lone_surrogates_are_refused)."""
+    return st.text(st.characters(exclude_categories=("Cc", "Cs")), **kwargs)
+
+
 AWKWARD = st.sampled_from([
-    "😀", "👩‍👩‍👧", "北京", "مرحبا", "\u202e", "e\u0301", "\u0301", "ﬁ", "\x00", "\x7f", "\n",
-    " ", "..", ".", "/", "-", "\u200d", "\ufeff", "a", "Z", "ñ",
+    "😀", "👩‍👩‍👧", "北京", "مرحبا", "\u202e", "e\u0301", "\u0301", "ﬁ", " ", "..", ".", "/", "-",
+    "\u200d", "\ufeff", "a", "Z", "ñ",
 ])
-SEGMENT = st.one_of(st.text(max_size=80),
-                    st.lists(st.one_of(AWKWARD, st.text(max_size=8)), max_size=120).map("".join))
+SEGMENT = st.one_of(key_text(max_size=80),
+                    st.lists(st.one_of(AWKWARD, key_text(max_size=8)), max_size=120).map("".join))
 EXTENSION = st.sampled_from(["", ".pdf", ".tar.gz", ".JPEG", ".😀", ".字字", ".x"])
 NAMES = st.one_of(
-    st.text(),
+    key_text(),
     st.builds(lambda dirs, stem, ext: "/".join([*dirs, stem + ext]),
-              st.lists(st.text(max_size=20), max_size=3), SEGMENT, EXTENSION),
+              st.lists(key_text(max_size=20), max_size=3), SEGMENT, EXTENSION),
     st.builds(lambda stem, ext: stem * 30 + ext, SEGMENT, EXTENSION),
 )
 LOCATIONS = st.sampled_from(["", "media", "tenant/42/uploads/", "ü" * 30])
@@ -199,9 +205,12 @@ def limits(draw):
 
 
 def check_fitted(name, location, lim, max_length):
-    """The properties every produced name has, or that KeyTooLong was the only way out."""
+    """The properties every produced name has, or that KeyTooLong or InvalidKey was the way out."""
     try:
         fitted = fit_name(name, location=location, limits=lim, max_length=max_length)
+    except InvalidKey:
+        assert any(unicodedata.category(c) in ("Cc", "Cs") for c in full_key(location, name))
+        return None
     except KeyTooLong:
         directory, _, filename = name.rpartition("/")
         minimal = f"{directory}/" * bool(directory) + short_hash(name) + split_extension(
@@ -249,6 +258,19 @@ def test_nfc_and_nfd_forms_are_different_keys(name, lim, max_length):
     fitted = [check_fitted(n, "", lim, max_length) for n in (nfc, nfd)]
     assume(None not in fitted)
     assert fitted[0] != fitted[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=NAMES, bad=st.sampled_from(["\x00", "\n", "\r", "\x1b", "\x7f", "\x85", "\ud800",
+                                       "\udfff"]), at=st.integers(0, 50))
+def test_control_characters_and_lone_surrogates_are_refused(name, bad, at):
+    hostile = name[:at] + bad + name[at:]
+    with pytest.raises(InvalidKey) as caught:
+        fit_name(hostile, location="media", limits=DEFAULT)
+    position = caught.value.context["position"]
+    assert full_key("media", hostile)[position] == bad
+    assert f"at position {position}" in str(caught.value)
+    assert bad not in str(caught.value)
 
 
 # --- Key builders -----------------------------------------------------------------------------

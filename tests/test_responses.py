@@ -136,7 +136,7 @@ def test_partial_save_is_later_delivered_with_the_same_bytes(guarded_storage_fac
     fail_every_put(fault_proxy)
     outcome = save_generated(data, "generated/later.png", storage=storage)
     assert outcome.partial
-    assert delivery_status(outcome.attempt_id, storage=storage)["delivered"] is False
+    assert delivery_status(outcome.status_token, storage=storage)["delivered"] is False
     fault_proxy.clear()
     storage.breaker.reset()  # the outage is over and the breaker's cooldown has passed
 
@@ -146,7 +146,7 @@ def test_partial_save_is_later_delivered_with_the_same_bytes(guarded_storage_fac
     update_attempt(saved, status=Status.RECOVERED)  # what retry_failed_saves does after verify
 
     assert read_object(outcome.name) == data
-    status = delivery_status(outcome.attempt_id, storage=storage)
+    status = delivery_status(outcome.status_token, storage=storage)
     assert status["delivered"] and status["name"] == outcome.name
     assert fetch(status["url"]) == data
 

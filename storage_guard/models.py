@@ -18,6 +18,14 @@ class Status(models.TextChoices):
 
 
 UNRESOLVED = (Status.FAILED, Status.DEFERRED)
+# Attention-first order for operators (failed, deferred, rejected, abandoned, then the rest),
+# as an expression with its own index (``sg_attention_created``) so the admin's first page is
+# an index scan however many rows there are.
+ATTENTION_RANKS = (Status.FAILED, Status.DEFERRED, Status.REJECTED, Status.ABANDONED)
+ATTENTION = models.Case(
+    *(models.When(status=status.value, then=models.Value(rank))
+      for rank, status in enumerate(ATTENTION_RANKS)),
+    default=models.Value(len(ATTENTION_RANKS)), output_field=models.IntegerField())
 
 
 class StashBackend(models.TextChoices):
@@ -78,6 +86,8 @@ class SaveAttempt(models.Model):
             models.Index(fields=["key_digest", "created_at"], name="sg_key_created"),
             models.Index(fields=["created_at"], name="sg_created"),
             models.Index(fields=["error_code", "created_at"], name="sg_code_created"),
+            models.Index(ATTENTION, models.F("created_at").desc(), models.F("id").desc(),
+                         name="sg_attention_created"),
         ]
 
     def __str__(self) -> str:

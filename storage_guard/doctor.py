@@ -20,7 +20,7 @@ from django.core.cache import caches
 from django.core.files.storage import storages
 from django.db import connections
 
-from storage_guard import conf
+from storage_guard import circuits, conf
 from storage_guard.classification import Classification, classify
 from storage_guard.models import SaveAttempt
 from storage_guard.recording import record_alias
@@ -47,6 +47,7 @@ class StorageReport:
     settings: dict = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     clock_skew_seconds: float | None = None
+    circuit: str = ""  # the breaker in words (storage_guard.circuits.describe)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -102,6 +103,7 @@ def examine_storage(alias: str, storage=None) -> StorageReport:
     report.endpoint = storage.endpoint_url or "AWS S3 (default endpoint)"
     report.bucket = storage.bucket_name or ""
     report.settings = effective_settings(storage)
+    report.circuit = circuits.describe(storage.breaker.snapshot())
     _check_breaker_cache(storage, report)
     _check_database(report)
     _check_canary(storage, report)
@@ -278,6 +280,8 @@ def as_text(report: DoctorReport) -> list[str]:
                 f"failures for {cfg['breaker_cooldown']}s (cache {cfg['breaker_cache']!r}); "
                 f"records on {cfg['record_database']!r}; stash storage "
                 f"{cfg['stash_storage'] or '-'} above {cfg['stash_db_max_bytes']} bytes")
+        if s.circuit:
+            lines.append(f"  {s.circuit}")
         for step in s.steps:
             mark = "ok " if step.ok else "FAIL"
             tail = "" if step.ok else f"  {step.code}"

@@ -23,7 +23,7 @@ from django.db import connections, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
 
-from storage_guard import conf
+from storage_guard import circuits, clock, conf
 from storage_guard.classification import describe
 from storage_guard.durations import is_age, parse_age
 from storage_guard.models import SaveAttempt, Status
@@ -128,7 +128,30 @@ def _build(since, until, storage, top, using) -> dict:
         "largest_failed_keys": _largest_failed_keys(rows, top),
         "largest_failed_payloads": _largest_failed_payloads(rows, top),
         "same_data": _same_data(rows, top, using),
+        "circuits": _circuits(storage),
     }
+
+
+def _circuits(storage) -> list[dict]:
+    """The breakers now (not over the window): state, failures, opened at, next probe."""
+    shown = []
+    for snap in circuits.snapshots():
+        if storage is None or snap.name in _breaker_names(storage):
+            shown.append({"name": snap.name, "state": snap.state, "failures": snap.failures,
+                          "opened_at": (dt.datetime.fromtimestamp(snap.opened_at, dt.UTC)
+                                        .isoformat() if snap.opened_at else None),
+                          "next_probe_in": snap.next_probe_in,
+                          "text": circuits.describe(snap)})
+    return shown
+
+
+def _breaker_names(alias: str) -> set[str]:
+    from django.core.files.storage import storages
+
+    try:
+        return {storages[alias].breaker.name}
+    except Exception:  # noqa: BLE001 - not a guarded storage (or gone): no circuit to show
+        return set()
 
 
 def _window(since, until, storage, using):
@@ -392,8 +415,10 @@ _NUMBER = re.compile(r"^(-|-?[\d.]+%?)$")
 def render_text(report: dict) -> str:
     """Aligned tables for people: the same data as the JSON, in the same order."""
     window = report["window"]
-    parts = [f"storage_guard report: saves from {window['since']} to {window['until']}, "
-             f"storage {window['storage'] or '(all)'}", ""]
+    parts = [f"storage_guard report: saves from {clock.when(window['since'])} to "
+             f"{clock.when(window['until'])}, storage {window['storage'] or '(all)'}"]
+    parts += [item["text"] for item in report.get("circuits", [])]
+    parts += [""]
     parts += _table(["measure", "value"], _summary_rows(report))
     parts += ["", "Saves by status"]
     parts += _table(["status", "saves"], [[k, v] for k, v in report["by_status"].items()])
@@ -422,8 +447,8 @@ def render_text(report: dict) -> str:
 def _summary_rows(report: dict) -> list[list]:
     rates = report["rates"]
     return [["saves", report["saves"]],
-            ["success (first call)", _pct(rates["success"])],
-            ["first-try success", _pct(rates["first_try_success"])],
+            ["succeeded in the request (first try)",
+             f"{_pct(rates['success'])} ({_pct(rates['first_try_success'])})"],
             ["retry rate", _pct(rates["retry"])],
             ["success after a retry", _pct(rates["success_after_retry"])],
             ["eventual success (recovered too)", _pct(rates["eventual_success"])]]
@@ -446,7 +471,7 @@ def _same_data_text(same: dict) -> list[str]:
         group = same[verdict]
         lines += ["", f"{title}: {group['keys']} key(s), {group['failures']} failure(s)"]
         lines += _table(["failures", "codes", "last failure", "key"],
-                        [[e["failures"], _codes(e["codes"]), e["last_failure"][:19],
+                        [[e["failures"], _codes(e["codes"]), clock.when(e["last_failure"]),
                           _key(e["key"])] for e in group["top"]])
     return lines
 

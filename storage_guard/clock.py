@@ -8,6 +8,7 @@ only their display goes through here.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from django.utils import dateformat, timezone
 
@@ -37,3 +38,15 @@ def as_datetime(value) -> dt.datetime | None:
     else:
         return None
     return timezone.make_aware(moment, dt.UTC) if timezone.is_naive(moment) else moment
+
+
+class ZonedFormatter(logging.Formatter):
+    """A ``logging.Formatter`` whose ``%(asctime)s`` is ``when()``: the zone named, no
+    milliseconds, the same text as the admin and the commands. Use it in ``LOGGING``."""
+
+    def formatTime(self, record, datefmt=None):
+        from django.conf import settings
+
+        if not settings.configured:
+            return super().formatTime(record, datefmt)
+        return when(record.created)

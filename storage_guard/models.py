@@ -81,6 +81,8 @@ class SaveAttempt(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        verbose_name = _("save attempt")
+        verbose_name_plural = _("save attempts")
         indexes = [
             models.Index(fields=["status", "-created_at"], name="sg_status_created"),
             models.Index(fields=["key_digest", "created_at"], name="sg_key_created"),
@@ -113,6 +115,10 @@ class StashedPayload(models.Model):
                                    related_name="stashed_payload")
     data = models.BinaryField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("stashed payload")
+        verbose_name_plural = _("stashed payloads")
 
     def __str__(self) -> str:
         return f"stash for {self.attempt_id}"

@@ -305,3 +305,23 @@ def test_summary_hourly_bars_link_to_exactly_the_rows_they_count(admin_client, f
     listed = admin_client.get(total_url.replace("&amp;", "&")).content.decode()
     shown = set(re.findall(r'name="_selected_action" value="(\d+)"', listed))
     assert len(shown) == 4 and {str(s[0]) for s in saved} | {str(old.pk)} <= shown
+
+
+# ----------------------------------------------------------------------- translations
+
+
+def test_admin_speaks_german_under_language_code_de(admin_client, fault_proxy, settings,
+                                                    closed_circuit):
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "de"
+    translation.deactivate()  # no language activated: the request follows LANGUAGE_CODE
+    stash_failed_saves(fault_proxy, 1)
+    open_circuit()
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    summary = admin_client.get(reverse("admin:storage_guard_saveattempt_summary")).content.decode()
+
+    assert 'class="sg-badge sg-failed"' in html and ">fehlgeschlagen</span>" in html
+    assert "Fehlercode" in html and "Jetzt wiederholen" in html  # column and action
+    assert "Schutzschalter für" in html and "OFFEN seit" in html  # the circuit banner
+    assert "Fehlschläge pro Stunde" in summary and "Übersicht" in summary

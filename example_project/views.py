@@ -60,9 +60,11 @@ def _own_save(request, attempt_id) -> dict | None:
     if record is None:
         return None
     delivered = record.status in DELIVERED
+    content_url = reverse("saved-content", args=[record.pk])  # the stash while pending
     return {"record": record, "delivered": delivered,
             "kept": record.is_unresolved and record.has_stash,
-            "content_url": reverse("saved-content", args=[record.pk]),
+            "content_url": default_storage.url(record.name) if delivered else content_url,
+            "download_url": content_url + "?download=1",
             "filename": record.name.rsplit("/", 1)[-1]}
 
 

@@ -64,6 +64,9 @@ def test_reload_shows_the_stash_then_the_stored_object(client, example_app):  # 
 
     page = client.get(f"/generate/?attempt={attempt}").content.decode()
     assert 'data-state="saved"' in page and "Stored in S3." in page
+    image = page.split('id="image"')[1].split(">")[0]
+    assert f"/saves/{attempt}/content/" not in image
+    assert record.name.rsplit("/", 1)[-1] in image and "Signature=" in image  # from S3
     delivered = client.get(f"/saves/{attempt}/content/")
     assert delivered.status_code == 302
     stored = fetch(delivered["Location"])

@@ -190,6 +190,7 @@ def test_retry_now_on_the_detail_page_is_logged_with_user_and_outcome(
     history = admin_client.get(reverse("admin:storage_guard_saveattempt_history",
                                        args=[record_id])).content.decode()
     assert f"Retry now: #{record_id} delivered" in history
+    assert clock.when(entry.action_time) in history  # the history's time with its zone too
     assert 'id="sg-retry-now"' not in admin_client.get(change(record_id)).content.decode()
 
 

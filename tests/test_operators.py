@@ -326,3 +326,21 @@ def test_admin_speaks_german_under_language_code_de(admin_client, fault_proxy, s
     assert "Fehlercode" in html and "Jetzt wiederholen" in html  # column and action
     assert "Schutzschalter für" in html and "OFFEN seit" in html  # the circuit banner
     assert "Fehlschläge pro Stunde" in summary and "Übersicht" in summary
+
+
+def test_report_and_doctor_text_follow_the_language(guarded_storage_factory, closed_circuit):
+    from django.utils import translation
+
+    storages["default"].save("report-de.txt", ContentFile(b"ok"))
+    out = StringIO()
+    with translation.override("de"):
+        call_command("storage_guard_report", stdout=out)
+        storage = guarded_storage_factory()
+        lines = doctor.as_text(doctor.DoctorReport([doctor.examine_storage("default",
+                                                                            storage)]))
+
+    text = out.getvalue()
+    assert text.startswith("storage_guard-Bericht: Speichervorgänge von ")
+    assert "Speichervorgänge nach Status" in text and "erfolgreich" in text  # status label
+    assert "Schutzschalter für" in text
+    assert lines[0].endswith("— OK") and lines[1].strip().startswith("Zeitlimits: Verbindung")

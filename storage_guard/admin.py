@@ -317,12 +317,12 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         for record in SaveAttempt.objects.filter(pk__in=ids, status=Status.ABANDONED):
             self.log_change(request, record, note)
 
-    def abandon_confirmation(self, request, records, form_action: str = ""):
+    def abandon_confirmation(self, request, records, form_action: str = "", back_url: str = ""):
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
                    "title": _("Mark saves abandoned"), "records": records,
                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                    "with_stash": sum(1 for r in records if r.has_stash),
-                   "form_action": form_action}
+                   "form_action": form_action, "back_url": back_url}
         return TemplateResponse(
             request, "admin/storage_guard/saveattempt/abandon_confirmation.html", context)
 
@@ -375,7 +375,8 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         if request.method == "POST" and request.POST.get("post") == "yes":
             self.abandon_records(request, [record])
             return HttpResponseRedirect(change_url(record.pk))
-        return self.abandon_confirmation(request, [record], form_action=request.path)
+        return self.abandon_confirmation(request, [record], form_action=request.path,
+                                         back_url=change_url(record.pk))
 
     def stash_view(self, request, object_id: int):
         if not self.has_operate_permission(request):

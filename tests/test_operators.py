@@ -214,6 +214,7 @@ def test_mark_abandoned_on_the_detail_page_asks_then_logs(admin_client, admin_us
 
     confirm = admin_client.get(url).content.decode()
     assert "cannot be undone" in confirm and f'action="{url}"' in confirm
+    assert f'href="{change(record_id)}" class="button cancel-link"' in confirm
     assert SaveAttempt.objects.get(pk=record_id).status == Status.FAILED
 
     admin_client.post(url, {"post": "yes"})

@@ -13,8 +13,6 @@ ratio. The target: the indexed first page is at least 10 times faster.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report_benchmark import fill, setup_django  # after the path is set
+from report_benchmark import prepare  # after the path is set
 
 TARGET_RATIO = 10.0
 
@@ -38,13 +36,7 @@ def median_ms(queryset, runs: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--refill", action="store_true", help="rebuild the rows even if present")
-    args = parser.parse_args()
-    setup_django(os.environ.get("STORAGE_GUARD_BENCH_DB", "storage_guard_bench"))
-    fill(args.rows, args.refill)
+    args = prepare(__doc__.splitlines()[0], runs=5)
     from django.db.models import Value
 
     from storage_guard.models import ATTENTION, SaveAttempt

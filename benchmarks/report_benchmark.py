@@ -139,14 +139,20 @@ def time_report(runs: int) -> list[float]:
     return timings
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def prepare(description: str, runs: int) -> argparse.Namespace:
+    """Parse ``--rows/--runs/--refill``, set Django up on the bench database and fill it."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--refill", action="store_true", help="rebuild the rows even if present")
     args = parser.parse_args()
     setup_django(os.environ.get("STORAGE_GUARD_BENCH_DB", "storage_guard_bench"))
     fill(args.rows, args.refill)
+    return args
+
+
+def main() -> int:
+    args = prepare(__doc__.splitlines()[0], runs=3)
     timings = time_report(args.runs)
     median = statistics.median(timings)
     print("runs: " + ", ".join(f"{t:.2f} s" for t in timings))

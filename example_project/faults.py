@@ -42,7 +42,9 @@ class NoProxy(RuntimeError):
 def apply(name: str) -> Preset:
     """Set the proxy's policy to the preset ``name``."""
     if name not in PRESETS:
-        raise ValueError(f"unknown fault preset {name!r}; choose one of {sorted(PRESETS)}")
+        choices = ", ".join(f"{preset.label} ({key})" for key, preset in PRESETS.items())
+        raise ValueError(f"Unknown fault preset {name!r}. Choose one of: {choices}."
+                         if name else f"No fault preset chosen. Choose one of: {choices}.")
     proxy = current_proxy()
     if proxy is None:
         raise NoProxy("the fault switch needs the embedded S3 (unset S3_ENDPOINT_URL)")

@@ -1,10 +1,12 @@
 """Settings of the example project, read from the environment with django-environ.
 
-With nothing set, everything is embedded: SQLite in ``var/example.sqlite3``, a local-memory
-cache, and SeaweedFS behind the fault proxy started by ``manage.py demo``. Each variable below
-can point the example at real services instead (``docs/example.md`` lists them); a ``.env`` file
-in the project root is read too. Only this file knows about the environment: storage_guard
-itself reads ``STORAGE_GUARD`` and ``STORAGES`` as any project would fill them.
+With nothing set, everything is embedded: SQLite in ``var/example.sqlite3``, a file-based cache
+in ``var/cache`` (shared by the server, its retry worker and any ``manage.py`` command, so they
+all see one circuit breaker), and SeaweedFS behind the fault proxy started by ``manage.py demo``.
+Each variable below can point the example at real services instead (``docs/example.md`` lists
+them); a ``.env`` file in the project root is read too. Only this file knows about the
+environment: storage_guard itself reads ``STORAGE_GUARD`` and ``STORAGES`` as any project
+would fill them.
 """
 
 from pathlib import Path
@@ -22,6 +24,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="storage-guard-example-insecure-local
 DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 USE_TZ = True
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")  # one clock: records, keys, admin and logs
 ROOT_URLCONF = "example_project.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 STATIC_URL = "/static/"
@@ -63,7 +66,13 @@ if "DATABASE_URL" not in env:
     EXAMPLE_VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite needs its directory
 DATABASES = {"default": env.db("DATABASE_URL",
                                default=f"sqlite:///{EXAMPLE_VAR_DIR / 'example.sqlite3'}")}
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The server's threads and the demo's retry worker write to one file: wait for the lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+# One cache for every process of the example (server, retry worker, commands): the circuit
+# breaker's state lives there. A file-based cache needs no service; CACHE_URL=redis://... for more.
+CACHES = {"default": env.cache("CACHE_URL",
+                               default=f"filecache://{EXAMPLE_VAR_DIR / 'cache'}")}
 
 # --- S3 ------------------------------------------------------------------------------------------
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", default="")  # empty: the embedded SeaweedFS
@@ -123,7 +132,8 @@ if SENTRY_DSN:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"plain": {"()": "storage_guard.clock.ZonedFormatter",
+                             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "storage_guard": {"handlers": ["console"], "level": env.str("GUARD_LOG_LEVEL",

@@ -8,6 +8,7 @@ urlpatterns = [
     path("generate/", views.generate_page, name="generate"),
     path("api/generate/", views.api_generate, name="api-generate"),
     path("api/saves/<str:token>/", views.api_save_status, name="api-save-status"),
+    path("saves/<int:attempt_id>/content/", views.saved_content, name="saved-content"),
     path("documents/", views.documents_page, name="documents"),
     path("faults/", views.faults_page, name="faults"),
     path("admin/", admin.site.urls),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from django.http import Http404, HttpResponseRedirect, JsonResponse
+from asgiref.sync import sync_to_async
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -13,11 +15,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from example_project import faults
 from example_project.imaging import generate_png
+from storage_guard import stash
 from storage_guard.documents import load_document, save_document
 from storage_guard.keys import date_partitioned_key, slugify_segment
 from storage_guard.models import SaveAttempt
 from storage_guard.recording import record_alias
 from storage_guard.responses import (
+    DELIVERED,
     SaveOutcomeResponse,
     asave_generated,
     delivery_status,
@@ -25,6 +29,8 @@ from storage_guard.responses import (
 )
 
 MAX_LABEL = 60
+OWN_SAVES = "example_own_saves"  # session key: the attempt ids this visitor's saves created
+MAX_OWN_SAVES = 50
 
 
 def _fault_context() -> dict:
@@ -40,7 +46,53 @@ def index(request):
 
 @require_GET
 def generate_page(request):
-    return render(request, "example/generate.html", _fault_context())
+    """The form; with ``?attempt=N`` (after a reload) also that save's state as it is now."""
+    return render(request, "example/generate.html",
+                  {"initial": _own_save(request, request.GET.get("attempt")),
+                   **_fault_context()})
+
+
+def _own_save(request, attempt_id) -> dict | None:
+    """The current state of one of this visitor's saves, for the server-rendered result."""
+    if not str(attempt_id or "").isdigit() or int(attempt_id) not in _own_ids(request):
+        return None
+    record = SaveAttempt.objects.using(record_alias()).filter(pk=int(attempt_id)).first()
+    if record is None:
+        return None
+    delivered = record.status in DELIVERED
+    content_url = reverse("saved-content", args=[record.pk])  # the stash while pending
+    return {"record": record, "delivered": delivered,
+            "kept": record.is_unresolved and record.has_stash,
+            "content_url": default_storage.url(record.name) if delivered else content_url,
+            "download_url": content_url + "?download=1",
+            "filename": record.name.rsplit("/", 1)[-1]}
+
+
+def _own_ids(request) -> list[int]:
+    return request.session.get(OWN_SAVES, [])
+
+
+def _remember(request, attempt_id: int | None) -> None:
+    if attempt_id is not None:
+        request.session[OWN_SAVES] = [*_own_ids(request), attempt_id][-MAX_OWN_SAVES:]
+
+
+@require_GET
+def saved_content(request, attempt_id: int):
+    """The bytes of one of this visitor's saves: from the stash while a retry is pending, from
+    S3 (a redirect to its URL) once delivered. Other visitors' saves are not found."""
+    if attempt_id not in _own_ids(request):
+        raise Http404("not one of your saves")
+    record = SaveAttempt.objects.using(record_alias()).filter(pk=attempt_id).first()
+    if record is None:
+        raise Http404("no such save")
+    if record.status in DELIVERED:
+        return HttpResponseRedirect(default_storage.url(record.name))
+    if not record.has_stash:
+        raise Http404("this save was not delivered and its bytes are no longer kept")
+    return FileResponse(stash.open_file(record), content_type=record.content_type or None,
+                        as_attachment="download" in request.GET,
+                        filename=record.name.rsplit("/", 1)[-1])
 
 
 @require_POST
@@ -50,6 +102,7 @@ async def api_generate(request):
     name = date_partitioned_key(
         "generated", f"{slugify_segment(label, 40)}-{uuid.uuid4().hex[:8]}.png")
     outcome = await asave_generated(generate_png(label), name, content_type="image/png")
+    await sync_to_async(_remember)(request, outcome.attempt_id)
     return SaveOutcomeResponse(outcome)
 
 
@@ -64,7 +117,8 @@ def api_save_status(request, token: str):
 
 
 def documents_page(request):
-    context = {"outcome": None, "document_text": '{\n  "hello": "world"\n}', "title": "notes"}
+    context = {"outcome": None, "document_text": '{\n  "hello": "world"\n}', "title": "notes",
+               **_fault_context()}
     if request.method == "POST":
         context.update(_save_posted(request))
     return render(request, "example/documents.html", context)

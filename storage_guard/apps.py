@@ -1,10 +1,11 @@
 from django.apps import AppConfig
 from django.core.signals import setting_changed
+from django.utils.translation import gettext_lazy as _
 
 
 class StorageGuardConfig(AppConfig):
     name = "storage_guard"
-    verbose_name = "Storage guard"
+    verbose_name = _("Storage guard")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -19,8 +19,9 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.files.storage import storages
 from django.db import connections
+from django.utils.translation import gettext as _
 
-from storage_guard import conf
+from storage_guard import circuits, conf
 from storage_guard.classification import Classification, classify
 from storage_guard.models import SaveAttempt
 from storage_guard.recording import record_alias
@@ -47,6 +48,7 @@ class StorageReport:
     settings: dict = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     clock_skew_seconds: float | None = None
+    circuit: str = ""  # the breaker in words (storage_guard.circuits.describe)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -102,6 +104,7 @@ def examine_storage(alias: str, storage=None) -> StorageReport:
     report.endpoint = storage.endpoint_url or "AWS S3 (default endpoint)"
     report.bucket = storage.bucket_name or ""
     report.settings = effective_settings(storage)
+    report.circuit = circuits.describe(storage.breaker.snapshot())
     _check_breaker_cache(storage, report)
     _check_database(report)
     _check_canary(storage, report)
@@ -290,29 +293,34 @@ def _put_timeout_line(cfg: dict) -> str:
 def as_text(report: DoctorReport) -> list[str]:
     lines = []
     if not report.storages:
-        lines.append("No GuardedS3Storage found in settings.STORAGES: nothing to check.")
+        lines.append(_("No GuardedS3Storage found in settings.STORAGES: nothing to check."))
     for s in report.storages:
-        lines.append(f"storage {s.alias!r}: {s.endpoint} bucket {s.bucket!r} — "
-                     f"{'OK' if s.ok else 'PROBLEMS'}")
+        lines.append(_("storage %(alias)s: %(endpoint)s bucket %(bucket)s — %(verdict)s") % {
+            "alias": repr(s.alias), "endpoint": s.endpoint, "bucket": repr(s.bucket),
+            "verdict": _("OK") if s.ok else _("PROBLEMS")})
         if s.settings:
             cfg = s.settings
-            lines.append(
-                f"  preset {cfg['preset']!r}: timeouts: connect {cfg['connect_timeout']}s, "
-                f"read {cfg['read_timeout']}s; retries: {cfg['max_attempts']} attempts within "
-                f"{cfg['retry_deadline']}s, backoff {cfg['backoff_base']}s.."
-                f"{cfg['backoff_cap']}s; on_failure {cfg['on_failure']}")
+            lines.append("  " + _(
+                "preset %(preset)s: timeouts: connect %(connect_timeout)ss, read "
+                "%(read_timeout)ss; retries: %(max_attempts)s attempts within "
+                "%(retry_deadline)ss, backoff %(backoff_base)ss..%(backoff_cap)ss; "
+                "on_failure %(on_failure)s") % {**cfg, "preset": repr(cfg["preset"])})
             lines.append(_put_timeout_line(cfg))
-            lines.append(
-                f"  breaker: {cfg['breaker_state']}, opens after {cfg['breaker_threshold']} "
-                f"failures for {cfg['breaker_cooldown']}s (cache {cfg['breaker_cache']!r}); "
-                f"records on {cfg['record_database']!r}; stash storage "
-                f"{cfg['stash_storage'] or '-'} above {cfg['stash_db_max_bytes']} bytes")
+            lines.append("  " + _(
+                "breaker: %(breaker_state)s, opens after %(breaker_threshold)s failures for "
+                "%(breaker_cooldown)ss (cache %(cache)s); records on %(records)s; stash storage "
+                "%(stash)s above %(stash_db_max_bytes)s bytes") % {
+                **cfg, "cache": repr(cfg["breaker_cache"]),
+                "records": repr(cfg["record_database"]), "stash": cfg["stash_storage"] or "-"})
+        if s.circuit:
+            lines.append(f"  {s.circuit}")
         for step in s.steps:
             mark = "ok " if step.ok else "FAIL"
             tail = "" if step.ok else f"  {step.code}"
             lines.append(f"  [{mark}] {step.name:<16} {step.duration_ms:>8.1f} ms{tail}")
         if s.clock_skew_seconds is not None:
-            lines.append(f"  clock skew against the server: {s.clock_skew_seconds:+.1f}s")
-        lines += [f"  problem: {p}" for p in s.problems]
-        lines += [f"  warning: {w}" for w in s.warnings]
+            lines.append("  " + _("clock skew against the server: %(skew)ss") % {
+                "skew": f"{s.clock_skew_seconds:+.1f}"})
+        lines += ["  " + _("problem: %(text)s") % {"text": p} for p in s.problems]
+        lines += ["  " + _("warning: %(text)s") % {"text": w} for w in s.warnings]
     return lines

@@ -18,6 +18,14 @@ class Status(models.TextChoices):
 
 
 UNRESOLVED = (Status.FAILED, Status.DEFERRED)
+# Attention-first order for operators (failed, deferred, rejected, abandoned, then the rest),
+# as an expression with its own index (``sg_attention_created``) so the admin's first page is
+# an index scan however many rows there are.
+ATTENTION_RANKS = (Status.FAILED, Status.DEFERRED, Status.REJECTED, Status.ABANDONED)
+ATTENTION = models.Case(
+    *(models.When(status=status.value, then=models.Value(rank))
+      for rank, status in enumerate(ATTENTION_RANKS)),
+    default=models.Value(len(ATTENTION_RANKS)), output_field=models.IntegerField())
 
 
 class StashBackend(models.TextChoices):
@@ -73,11 +81,15 @@ class SaveAttempt(models.Model):
 
     class Meta:
         ordering = ("-created_at",)
+        verbose_name = _("save attempt")
+        verbose_name_plural = _("save attempts")
         indexes = [
             models.Index(fields=["status", "-created_at"], name="sg_status_created"),
             models.Index(fields=["key_digest", "created_at"], name="sg_key_created"),
             models.Index(fields=["created_at"], name="sg_created"),
             models.Index(fields=["error_code", "created_at"], name="sg_code_created"),
+            models.Index(ATTENTION, models.F("created_at").desc(), models.F("id").desc(),
+                         name="sg_attention_created"),
         ]
 
     def __str__(self) -> str:
@@ -103,6 +115,10 @@ class StashedPayload(models.Model):
                                    related_name="stashed_payload")
     data = models.BinaryField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("stashed payload")
+        verbose_name_plural = _("stashed payloads")
 
     def __str__(self) -> str:
         return f"stash for {self.attempt_id}"

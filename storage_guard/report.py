@@ -22,8 +22,10 @@ import re
 from django.db import connections, transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
-from storage_guard import conf
+from storage_guard import circuits, clock, conf
 from storage_guard.classification import describe
 from storage_guard.durations import is_age, parse_age
 from storage_guard.models import SaveAttempt, Status
@@ -128,7 +130,30 @@ def _build(since, until, storage, top, using) -> dict:
         "largest_failed_keys": _largest_failed_keys(rows, top),
         "largest_failed_payloads": _largest_failed_payloads(rows, top),
         "same_data": _same_data(rows, top, using),
+        "circuits": _circuits(storage),
     }
+
+
+def _circuits(storage) -> list[dict]:
+    """The breakers now (not over the window): state, failures, opened at, next probe."""
+    shown = []
+    for snap in circuits.snapshots():
+        if storage is None or snap.name in _breaker_names(storage):
+            shown.append({"name": snap.name, "state": snap.state, "failures": snap.failures,
+                          "opened_at": (dt.datetime.fromtimestamp(snap.opened_at, dt.UTC)
+                                        .isoformat() if snap.opened_at else None),
+                          "next_probe_in": snap.next_probe_in,
+                          "text": circuits.describe(snap)})
+    return shown
+
+
+def _breaker_names(alias: str) -> set[str]:
+    from django.core.files.storage import storages
+
+    try:
+        return {storages[alias].breaker.name}
+    except Exception:  # noqa: BLE001 - not a guarded storage (or gone): no circuit to show
+        return set()
 
 
 def _window(since, until, storage, using):
@@ -392,28 +417,32 @@ _NUMBER = re.compile(r"^(-|-?[\d.]+%?)$")
 def render_text(report: dict) -> str:
     """Aligned tables for people: the same data as the JSON, in the same order."""
     window = report["window"]
-    parts = [f"storage_guard report: saves from {window['since']} to {window['until']}, "
-             f"storage {window['storage'] or '(all)'}", ""]
-    parts += _table(["measure", "value"], _summary_rows(report))
-    parts += ["", "Saves by status"]
-    parts += _table(["status", "saves"], [[k, v] for k, v in report["by_status"].items()])
-    parts += ["", "Duration of a save in ms (all attempts and pauses)"]
-    parts += _table(["outcome", "saves", "p50", "p95", "p99"],
-                    [[DURATION_LABELS.get(name, name), d["count"], d["p50"], d["p95"], d["p99"]]
+    parts = [_("storage_guard report: saves from %(since)s to %(until)s, storage %(storage)s")
+             % {"since": clock.when(window["since"]), "until": clock.when(window["until"]),
+                "storage": window["storage"] or _("(all)")}]
+    parts += [item["text"] for item in report.get("circuits", [])]
+    parts += [""]
+    parts += _table([_("measure"), _("value")], _summary_rows(report))
+    parts += ["", _("Saves by status")]
+    parts += _table([_("status"), _("saves")],
+                    [[_status(k), v] for k, v in report["by_status"].items()])
+    parts += ["", _("Duration of a save in ms (all attempts and pauses)")]
+    parts += _table([_("outcome"), _("saves"), "p50", "p95", "p99"],
+                    [[_duration_label(name), d["count"], d["p50"], d["p95"], d["p99"]]
                      for name, d in report["duration_ms"].items()])
-    parts += ["", "Errors by code (every failed attempt; final = the save ended on it)"]
-    parts += _table(["code", "transient", "category", "attempts", "share", "saves", "final",
-                     "final share"],
+    parts += ["", _("Errors by code (every failed attempt; final = the save ended on it)")]
+    parts += _table([_("code"), _("transient"), _("category"), _("attempts"), _("share"),
+                     _("saves"), _("final"), _("final share")],
                     [[e["code"], _yes_no(e["transient"]), e["category"], e["failed_attempts"],
                       _pct(e["attempt_share"]), e["saves_affected"], e["final_failures"],
                       _pct(e["final_share"])] for e in report["errors"]])
-    parts += ["", "Largest keys among failures"]
-    parts += _table(["key bytes", "failures", "codes", "key"],
+    parts += ["", _("Largest keys among failures")]
+    parts += _table([_("key bytes"), _("failures"), _("codes"), _("key")],
                     [[k["key_bytes"], k["failures"], _codes(k["codes"]), _key(k["key"])]
                      for k in report["largest_failed_keys"]])
-    parts += ["", "Largest payloads among failures"]
-    parts += _table(["bytes", "status", "code", "id", "key"],
-                    [[p["size"], p["status"], p["error_code"], p["id"], _key(p["key"])]
+    parts += ["", _("Largest payloads among failures")]
+    parts += _table([_("bytes"), _("status"), _("code"), "id", _("key")],
+                    [[p["size"], _status(p["status"]), p["error_code"], p["id"], _key(p["key"])]
                      for p in report["largest_failed_payloads"]])
     parts += ["", *_same_data_text(report["same_data"])]
     return "\n".join(parts) + "\n"
@@ -421,39 +450,50 @@ def render_text(report: dict) -> str:
 
 def _summary_rows(report: dict) -> list[list]:
     rates = report["rates"]
-    return [["saves", report["saves"]],
-            ["success (first call)", _pct(rates["success"])],
-            ["first-try success", _pct(rates["first_try_success"])],
-            ["retry rate", _pct(rates["retry"])],
-            ["success after a retry", _pct(rates["success_after_retry"])],
-            ["eventual success (recovered too)", _pct(rates["eventual_success"])]]
+    return [[_("saves"), report["saves"]],
+            [_("succeeded in the request (first try)"),
+             f"{_pct(rates['success'])} ({_pct(rates['first_try_success'])})"],
+            [_("retry rate"), _pct(rates["retry"])],
+            [_("success after a retry"), _pct(rates["success_after_retry"])],
+            [_("eventual success (recovered too)"), _pct(rates["eventual_success"])]]
 
 
-DURATION_LABELS = {"all": "all sent", "retried": "succeeded after a retry",
-                   "failed": "did not arrive"}
+DURATION_LABELS = {"all": gettext_noop("all sent"),
+                   "retried": gettext_noop("succeeded after a retry"),
+                   "failed": gettext_noop("did not arrive")}
 SAME_DATA_TITLES = {
-    "intermittent": "Same data, different outcome: identical content failed, later succeeded "
-                    "(intermittent: network or S3 side)",
-    "changed_data": "Content changed between the failure and the success (the user's data "
-                    "changed)",
-    "unresolved": "No later success yet",
+    "intermittent": gettext_noop("Same data, different outcome: identical content failed, "
+                                 "later succeeded (intermittent: network or S3 side)"),
+    "changed_data": gettext_noop("Content changed between the failure and the success (the "
+                                 "user's data changed)"),
+    "unresolved": gettext_noop("No later success yet"),
 }
 
 
+def _duration_label(name: str) -> str:
+    return _(DURATION_LABELS[name]) if name in DURATION_LABELS else name
+
+
+def _status(value: str) -> str:
+    """A status by its (translated) label; unknown values as they are."""
+    return str(Status(value).label) if value in Status.values else value
+
+
 def _same_data_text(same: dict) -> list[str]:
-    lines = [f"Keys with a save that did not arrive: {same['keys_with_failures']}"]
+    lines = [_("Keys with a save that did not arrive: %(n)d") % {"n": same["keys_with_failures"]}]
     for verdict, title in SAME_DATA_TITLES.items():
         group = same[verdict]
-        lines += ["", f"{title}: {group['keys']} key(s), {group['failures']} failure(s)"]
-        lines += _table(["failures", "codes", "last failure", "key"],
-                        [[e["failures"], _codes(e["codes"]), e["last_failure"][:19],
+        lines += ["", _("%(title)s: %(keys)d key(s), %(failures)d failure(s)") % {
+            "title": _(title), "keys": group["keys"], "failures": group["failures"]}]
+        lines += _table([_("failures"), _("codes"), _("last failure"), _("key")],
+                        [[e["failures"], _codes(e["codes"]), clock.when(e["last_failure"]),
                           _key(e["key"])] for e in group["top"]])
     return lines
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:
     if not rows:
-        return ["  (none)"]
+        return ["  " + _("(none)")]
     cells = [[_cell(value) for value in row] for row in rows]
     numeric = [all(_NUMBER.match(row[i]) for row in cells) for i in range(len(headers))]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
@@ -479,7 +519,7 @@ def _pct(share: float | None) -> str:
 
 
 def _yes_no(value: bool | None) -> str:
-    return "?" if value is None else ("yes" if value else "no")
+    return "?" if value is None else (_("yes") if value else _("no"))
 
 
 def _codes(codes: dict[str, int]) -> str:

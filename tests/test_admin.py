@@ -40,15 +40,15 @@ def test_changelist_columns_badges_and_no_full_count(admin_client, fault_proxy):
     html = response.content.decode()
     assert response.status_code == 200
     assert 'class="sg-badge sg-failed"' in html and 'class="sg-badge sg-succeeded"' in html
-    assert "2.9 KB" in html  # human size
+    assert "2.9\xa0KB" in html  # Django's filesizeformat
     assert f'title="{saved[0][1]}"' in html  # full key on hover
     counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper()]
     assert len(counts) == 1 and "LIMIT 10001" in counts[0], counts  # one capped count
     assert not [q for q in queries if "DISTINCT" in q["sql"].upper()
                 and "created_at" in q["sql"] and "error_code" not in q["sql"]]
-    # failures first (status order matches the index), newest first within a status
+    # failures first (attention order, the sg_attention_created index), newest first within
     order = re.findall(r'class="sg-badge sg-(\w+)"', html)
-    assert order == sorted(order) and order[0] == "failed"
+    assert order == ["failed", "failed", "succeeded"]
     assert reverse("admin:storage_guard_saveattempt_summary") in html
 
 
@@ -169,8 +169,9 @@ def test_summary_page_rates_and_inline_svg_chart(admin_client, fault_proxy):
 
     html = admin_client.get(reverse("admin:storage_guard_saveattempt_summary")).content.decode()
     day, week = html.split('id="sg-window-2"')
-    assert '<td class="sg-total">8</td>' in day and '<td class="sg-total">9</td>' in week
-    assert '<td class="sg-success-rate">62.50%</td>' in day
+    assert re.search(r'class="sg-total" href="[^"]+">8</a>', day)
+    assert re.search(r'class="sg-total" href="[^"]+">9</a>', week)
+    assert re.search(r'class="sg-success-rate" href="[^"]+">62.50%</a>', day)
     assert "<svg" in day and 'data-code="SlowDown"' not in day and 'data-code="SlowDown"' in week
     codes = set(SaveAttempt.objects.exclude(error_code="").exclude(pk=old.pk)
                 .values_list("error_code", flat=True))
@@ -191,8 +192,9 @@ def test_capped_paginator_counts_at_most_the_cap(admin_client):
     assert uncapped.count == 30 and not uncapped.capped
 
 
-@pytest.mark.parametrize(("size", "text"), [(None, "—"), (0, "0 B"), (1023, "1023 B"),
-                                            (1536, "1.5 KB"), (5 * 1024 ** 2, "5.0 MB"),
-                                            (3 * 1024 ** 3, "3.0 GB")])
+@pytest.mark.parametrize(("size", "text"), [(None, "—"), (0, "0\xa0bytes"),
+                                            (1023, "1023\xa0bytes"), (1536, "1.5\xa0KB"),
+                                            (5 * 1024 ** 2, "5.0\xa0MB"),
+                                            (3 * 1024 ** 3, "3.0\xa0GB")])
 def test_human_size(size, text):
     assert sg_admin.human_size(size) == text

@@ -202,7 +202,7 @@ def test_the_text_report_is_aligned_and_names_every_section():
     assert len(block) == 3 and len({len(line) for line in block}) == 1
     assert block[2].split() == ["InternalError", "yes", "server", "6", "100.00%", "2", "2",
                                 "100.00%"]
-    assert "first-try success" in text and "71.43%" in text
+    assert "succeeded in the request (first try)" in text and "(71.43%)" in text
 
 
 @pytest.mark.django_db

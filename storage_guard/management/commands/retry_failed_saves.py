@@ -11,7 +11,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from storage_guard import replay
+from storage_guard import clock, replay
 from storage_guard.management.arguments import age, whole_number
 
 
@@ -59,7 +59,7 @@ class Command(BaseCommand):
             return
         for r in records:
             self.stdout.write(f"would replay #{r.pk} {r.status} {r.error_code or '-'} "
-                              f"{r.created_at:%Y-%m-%d %H:%M:%S} {r.key}")
+                              f"{clock.when(r.created_at)} {r.key}")
         self.stdout.write(f"{len(records)} save(s) would be replayed (dry run: nothing sent)")
 
     def report(self, result: replay.ReplayResult, *, as_json: bool) -> None:

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, object] = {
     # Retry workers.
     "RETRY_WITH_TASKS": False,
     "TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
     "RETRY_TASK_DELAY": None,
     "RETRY_TASK_CAP": 3600.0,
     "RETRY_TASK_MAX_ROUNDS": 10,

@@ -11,3 +11,6 @@ class StorageGuardConfig(AppConfig):
         from storage_guard import checks, conf  # noqa: F401 - checks register on import
 
         setting_changed.connect(conf.reset_cache, dispatch_uid="storage_guard.conf")
+        from storage_guard import metrics
+
+        metrics.install()  # only when prometheus-client is installed

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, object] = {
     "RETRY_TASK_MAX_ROUNDS": 10,
     # Observability.
     "LOG_KEY_CHARS": 120,
+    "METRICS_COUNT_LIMIT": 100_000,
 }
 
 # Keys a storage may override in STORAGES[alias]["OPTIONS"], lower-cased there.

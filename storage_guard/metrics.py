@@ -179,8 +179,7 @@ def scrape_registry():
     """What ``/metrics`` shows: this process's registry, or every process's with
     ``PROMETHEUS_MULTIPROC_DIR`` (gunicorn), plus the scrape-time collector either way."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        install()
-        return prometheus_client.REGISTRY
+        return prometheus_client.REGISTRY  # COLLECTOR registered there by install()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(COLLECTOR)

@@ -74,6 +74,7 @@ def delete_queue(queue) -> None:
         redis.delete(f"rq:job:{job_id}", f"rq:results:{job_id}")
     for key in redis.scan_iter(match=f"*{RQ_QUEUE}*"):
         redis.delete(key)
+    redis.srem("rq:queues", queue.key)
 
 
 def registries(queue) -> list:

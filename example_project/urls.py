@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from example_project import views
+from storage_guard.metrics import metrics_view
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -12,4 +13,5 @@ urlpatterns = [
     path("documents/", views.documents_page, name="documents"),
     path("faults/", views.faults_page, name="faults"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; keep it off the public internet
 ]

@@ -17,3 +17,6 @@ class StorageGuardConfig(AppConfig):
         from storage_guard.safetext import install_log_escaping
 
         install_log_escaping(logging.getLogger("storage_guard"))  # no forged log lines
+        from storage_guard import metrics
+
+        metrics.install()  # only when prometheus-client is installed

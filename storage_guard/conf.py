@@ -50,11 +50,13 @@ DEFAULTS: dict[str, object] = {
     # Retry workers.
     "RETRY_WITH_TASKS": False,
     "TASK_BACKEND": "default",
+    "TASK_QUEUE": "default",
     "RETRY_TASK_DELAY": None,
     "RETRY_TASK_CAP": 3600.0,
     "RETRY_TASK_MAX_ROUNDS": 10,
     # Observability.
     "LOG_KEY_CHARS": 120,
+    "METRICS_COUNT_LIMIT": 100_000,
 }
 
 # RECORD_CONNECT_TIMEOUT and RECORD_STATEMENT_TIMEOUT (seconds) where DEFAULTS does not have

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from storage_guard import conf, sentry
+from storage_guard import conf, sentry, signals
 from storage_guard.classification import (
     SAFE_ERROR_FIELDS,  # noqa: F401 - re-exported
     Classification,
@@ -143,6 +143,7 @@ class SaveTrace(RetryListener):
             self.read_failed(outcome)
 
     def succeeded(self, outcome: Outcome) -> None:
+        self._announce("succeeded", "", outcome)
         retried = outcome.attempt_count > 1
         if retried:
             sentry.breadcrumb(
@@ -165,6 +166,7 @@ class SaveTrace(RetryListener):
     def stashed(self, outcome: Outcome, status: str) -> None:
         """A save gave up: its bytes are in the stash and ``record_id`` is its row."""
         result = outcome.classification
+        self._announce(status, result.code, outcome)
         event_id = self._capture(outcome, status, level="error")
         if logger.isEnabledFor(logging.ERROR):
             self._log(logging.ERROR, "save_stashed %s %s: %s after %s attempt(s), status %s, "
@@ -176,6 +178,7 @@ class SaveTrace(RetryListener):
     def redelivery_failed(self, outcome: Outcome) -> None:
         """A redelivery of stashed bytes failed again: they stay stashed for the next run."""
         result = outcome.classification
+        self._announce("failed", result.code, outcome)
         event_id = self._capture(outcome, "still_stashed", level="warning")
         if logger.isEnabledFor(logging.WARNING):
             self._log(logging.WARNING, "save_stashed %s %s: %s after %s attempt(s), record %s "
@@ -195,6 +198,7 @@ class SaveTrace(RetryListener):
 
     def rejected(self, exc) -> None:
         """A save refused before any request (``SaveRejected``): data-dependent by nature."""
+        self._announce("rejected", exc.code, None)
         context = {**self._sentry_context(), "error_code": exc.code,
                    "message": redact(str(exc.message))}
         sentry.capture_failure(exc, tags=self._sentry_tags(exc.code, False, exc.category, 0),
@@ -223,6 +227,14 @@ class SaveTrace(RetryListener):
                       event="record_failed", error_code=code)
 
     # ------------------------------------------------------------------ shared pieces
+    def _announce(self, status: str, code: str, outcome: Outcome | None) -> None:
+        """``signals.save_finished`` for the end of a save or redelivery (metrics listen)."""
+        if self.is_write:
+            signals.save_finished.send_robust(
+                SaveTrace, trace=self, status=status, error_code=code,
+                attempts=outcome.attempt_count if outcome else 0,
+                duration_ms=outcome.duration_ms if outcome else 0.0)
+
     def _outcome_fields(self, outcome: Outcome, event: str, status: str) -> dict:
         result = outcome.classification
         return {"event": event, "status": status, "error_code": result.code,

@@ -43,7 +43,9 @@ logger = logging.getLogger("storage_guard")
 
 
 
-@task()
+# Declared on the configured backend and queue: the framework checks the queue when the task is
+# defined, and an RQ backend accepts only the queues in RQ_QUEUES.
+@task(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"))
 def retry_save(record_id: int) -> dict:
     """Replay one stashed save; schedule the next round if it fails again."""
     result = replay.replay_ids([record_id], via="task")
@@ -90,7 +92,17 @@ def schedule_retry(record: SaveAttempt) -> str | None:
     except Exception as exc:  # a queue failure must not hide the save's own error
         logger.exception("retry_enqueue_failed %s, record %s: %r", record.key, record.pk, exc,
                          extra={"event": "retry_enqueue_failed", "record_id": record.pk})
+        _no_retry_queued(record)
         return None
+
+
+def _no_retry_queued(record: SaveAttempt) -> None:
+    """The record must not claim a retry the queue (Redis down, say) never took."""
+    try:
+        update_attempt(record, next_retry_at=None)
+    except Exception:  # noqa: BLE001 - already failing; retry_failed_saves finds it anyway
+        logger.warning("next_retry_at of record %s not cleared", record.pk,
+                       extra={"event": "retry_enqueue_failed", "record_id": record.pk})
 
 
 def _enqueue(record: SaveAttempt, rounds: int) -> str | None:
@@ -102,7 +114,8 @@ def _enqueue(record: SaveAttempt, rounds: int) -> str | None:
         return None
     run_after = timezone.now() + timedelta(seconds=retry_delay(rounds))
     update_attempt(record, next_retry_at=run_after)
-    bound = retry_save.using(backend=backend_alias, run_after=run_after)
+    bound = retry_save.using(backend=backend_alias, queue_name=conf.get("TASK_QUEUE"),
+                             run_after=run_after)
     task_result = _outside_callers_transaction(lambda: bound.enqueue(record.pk))
     logger.info("retry_enqueued %s for %s, record %s, round %s", record.key,
                 run_after.isoformat(), record.pk, rounds + 1, extra={

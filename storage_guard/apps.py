@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 from django.core.signals import setting_changed
 from django.utils.translation import gettext_lazy as _
@@ -9,14 +11,9 @@ class StorageGuardConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from storage_guard import checks, conf  # noqa: F401 - checks register on import
-
-        setting_changed.connect(conf.reset_cache, dispatch_uid="storage_guard.conf")
-        import logging
-
+        from storage_guard import checks, conf, metrics  # noqa: F401 - checks register on import
         from storage_guard.safetext import install_log_escaping
 
+        setting_changed.connect(conf.reset_cache, dispatch_uid="storage_guard.conf")
         install_log_escaping(logging.getLogger("storage_guard"))  # no forged log lines
-        from storage_guard import metrics
-
         metrics.install()  # only when prometheus-client is installed

@@ -124,7 +124,8 @@ MINIMUMS = {"max_attempts": 1, "breaker_threshold": 0, "max_metadata_bytes": 1,
 # Durations in seconds that must be greater than zero.
 POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline")
 # Durations in seconds that may be zero (no backoff, no cool-down) but not negative.
-NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown")
+NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown", "breaker_window",
+                "breaker_initial_cooldown")
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
 
 

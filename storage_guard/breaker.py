@@ -256,14 +256,17 @@ class CircuitBreaker:
 
     def _open_state(self, failures: int, *, opened_at: float | None = None,
                     cooldown: float | None = None, since: float | None = None) -> dict:
-        """The value of the open key. The first cooldown counts from ``since``, the first
-        failure of the run, so the probes come 1, 3, 7, 15 s (doubling) after the outage began:
-        a 5 s outage is followed by at most 2 s of refusals."""
+        """The value of the open key: the next probe is due ``cooldown`` after ``since`` (the
+        run's first failure, or the previous probe's due time), or now if that has passed.
+
+        Counting from there, not from when a late probe failed, keeps the schedule at 1, 3, 7,
+        15 s ... after the outage began: a 5 s outage is followed by at most 2 s of refusals.
+        """
         now = self.clock()
         cooldown = self.initial_cooldown if cooldown is None else cooldown
-        start = now if since is None else min(since, now)
+        due = (now if since is None else since) + cooldown
         return {"opened_at": now if opened_at is None else opened_at, "cooldown": cooldown,
-                "probe_at": max(start + cooldown, now), "failures": failures}
+                "probe_at": max(due, now), "failures": failures}
 
     def _open(self, failures: int, since: float) -> None:
         state = self._open_state(failures, since=since)
@@ -282,15 +285,18 @@ class CircuitBreaker:
             return
         previous = previous or self._open_state(0)
         cooldown = min(max(previous["cooldown"] * 2, self.initial_cooldown), self.cooldown)
+        due = previous["probe_at"] + cooldown
         state = self._open_state(previous["failures"] + 1, opened_at=previous["opened_at"],
-                                 cooldown=cooldown)
+                                 cooldown=cooldown,
+                                 since=previous["probe_at"] if due > self.clock() else None)
 
         def write(cache):
             cache.set(self.opened_key, state, timeout=self.state_ttl)
             cache.delete(self.probe_key)
 
         self._cache_call(write)
-        logger.warning("circuit %s probe failed; next probe in %.1fs", self.name, cooldown,
+        logger.warning("circuit %s probe failed; next probe in %.1fs", self.name,
+                       state["probe_at"] - self.clock(),
                        extra={"event": "circuit_probe_failed", "breaker": self.name,
                               "failures": state["failures"], "cooldown": cooldown})
 

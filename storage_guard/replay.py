@@ -168,8 +168,9 @@ class _Run:
             if record is None:
                 return None
             forced = self.probe and record.storage_alias not in self.probed
-            self.probed.add(record.storage_alias)
             item = replay_record(record, via=self.via, probe=forced)
+        if item.outcome != SKIPPED or item.next_probe_in is not None:  # something was asked
+            self.probed.add(record.storage_alias)
         if item.outcome != DELIVERED:
             self.still_unresolved.append(item.record_id)
         if item.next_probe_in is not None:

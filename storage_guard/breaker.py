@@ -1,14 +1,33 @@
 """A circuit breaker per endpoint and bucket, its state in Django's cache so processes agree.
 
-Closed: requests flow; each transient failure adds one to a shared counter, each success clears
-it. At ``threshold`` consecutive transient failures the circuit opens: for ``cooldown`` seconds
-every operation fails at once with ``CircuitOpen`` and sends nothing. After the cooldown one
-caller (whoever wins ``cache.add`` on the probe key) sends a probe request; its success closes
-the circuit, its failure opens it for another cooldown.
+Closed: requests flow. A transient failure starts (or extends) a *run*: a shared count and the
+time of the run's first failure. Every success whose request started while a run was visible
+ends the run. The circuit opens when a run holds ``threshold`` failures **and** has lasted
+``window`` seconds: no request that started after the run began got through in that time. A
+success that was already in flight when the run began cannot end it (its read of the cache was
+clean, and a healthy success writes nothing), which is why one quick burst of failures never
+opens the circuit: random failures spread over many successes (a flaky but healthy endpoint)
+never survive the window; an outage does.
+
+Open: until the next probe time every operation fails at once with ``CircuitOpen`` and sends
+nothing. Then one caller (whoever wins ``cache.add`` on the probe key) sends a probe. Its
+success closes the circuit for every process at once; its failure opens it again for twice the
+previous cooldown, starting at ``initial_cooldown`` (about 1 s) and capped at ``cooldown``, so
+a short outage is over for the callers within seconds and a long one costs one probe per
+``cooldown``. An operator's delivery (``retry_failed_saves``, "Retry now") may force the probe
+(``operator_probe``).
+
+The breaker fails open: any error of the cache reads as "closed" and the request goes ahead.
+After a cache error this process stops asking that cache for ``cache_backoff`` seconds (one
+warning per period), so a cache that is down or silent costs one timeout per period, not one per
+request. Set socket timeouts on the cache (``docs/failure.md``).
+
+Cost: a healthy success reads the cache once (``get_many``) and writes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -22,6 +41,9 @@ from storage_guard.errors import CircuitOpen
 
 logger = logging.getLogger("storage_guard")
 
+CLOSED, OPEN, HALF_OPEN, UNKNOWN = "closed", "open", "half-open", "unknown"
+UNAVAILABLE = object()  # what a cache call returns when the cache failed or is being skipped
+
 
 @dataclass(frozen=True)
 class BreakerSnapshot:
@@ -29,7 +51,9 @@ class BreakerSnapshot:
 
     ``state`` is ``closed``, ``open``, ``half-open`` or ``unknown`` (the cache could not be read).
     Times are Unix timestamps; ``next_probe_in`` is seconds until a probe may be sent (0 when
-    one may be sent now, None when the circuit is closed).
+    one may be sent now, None when the circuit is closed). ``failures`` is the current run of
+    failures (closed) or the failures that opened it plus the failed probes (open);
+    ``cooldown`` is the wait after the latest failed probe (open) or the first wait (closed).
     """
 
     name: str
@@ -40,19 +64,84 @@ class BreakerSnapshot:
     cooldown: float = 0.0
 
 
+class CacheHealth:
+    """Per process and cache alias: after a cache error, leave that cache alone for a while.
+
+    When the back-off period is over, exactly one caller tries the cache again (the others keep
+    skipping it until that try has told whether the cache is back).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._down_until: dict[str, float] = {}
+        self._warned_at: dict[str, float] = {}
+
+    def may_call(self, alias: str, backoff: float) -> bool:
+        until = self._down_until.get(alias)
+        if until is None:
+            return True
+        now = time.monotonic()
+        if now < until:
+            return False
+        with self._lock:
+            if self._down_until.get(alias) != until:
+                return False  # another caller is trying the cache again
+            self._down_until[alias] = now + backoff
+        return True
+
+    def failed(self, alias: str, backoff: float, exc: BaseException, breaker: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._down_until[alias] = now + backoff
+            warn = now - self._warned_at.get(alias, -backoff) >= backoff
+            if warn:
+                self._warned_at[alias] = now
+        if warn:  # the exception's text may name hosts or URLs: only its type is logged
+            logger.warning(
+                "breaker_unavailable: cache %r failed (%s); circuit %s treated as closed, S3 "
+                "requests go ahead unguarded; the cache is not asked again for %.0f s",
+                alias, type(exc).__name__, breaker, backoff,
+                extra={"event": "breaker_unavailable", "cache": alias, "breaker": breaker,
+                       "error_code": type(exc).__name__, "backoff": backoff})
+
+    def succeeded(self, alias: str) -> None:
+        if alias not in self._down_until:
+            return
+        with self._lock:
+            was_down = self._down_until.pop(alias, None) is not None
+        if was_down:
+            logger.info("breaker_available: cache %r answers again", alias,
+                        extra={"event": "breaker_available", "cache": alias})
+
+    def reset(self) -> None:
+        with self._lock:
+            self._down_until.clear()
+            self._warned_at.clear()
+
+
+cache_health = CacheHealth()
+
+
 class CircuitBreaker:
     def __init__(self, name: str, *, threshold: int, cooldown: float, cache_alias: str = "default",
-                 probe_timeout: float = 30.0):
+                 probe_timeout: float = 30.0, window: float = 1.0, initial_cooldown: float = 1.0,
+                 cache_backoff: float = 30.0, clock=time.time):
         self.name = name
         digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
-        self.failures_key = f"storage_guard:cb:{digest}:failures"
-        self.opened_key = f"storage_guard:cb:{digest}:opened"
-        self.probe_key = f"storage_guard:cb:{digest}:probe"
+        prefix = f"storage_guard:cb:{digest}"
+        self.failures_key = f"{prefix}:failures"
+        self.since_key = f"{prefix}:since"
+        self.opened_key = f"{prefix}:opened"
+        self.probe_key = f"{prefix}:probe"
         self.threshold = threshold
         self.cooldown = cooldown
+        self.initial_cooldown = min(initial_cooldown, cooldown)
+        self.window = window
         self.cache_alias = cache_alias
+        self.cache_backoff = cache_backoff
         self.probe_timeout = probe_timeout
-        self._seen = threading.local()  # what before_attempt read, so success needs no read
+        self.clock = clock  # Unix time: the state is shared between processes
+        self._local = threading.local()  # per thread: what before_attempt saw
 
     @property
     def cache(self):
@@ -62,79 +151,190 @@ class CircuitBreaker:
     def enabled(self) -> bool:
         return self.threshold > 0
 
+    @property
+    def run_ttl(self) -> int:
+        return max(60, int(self.window * 10))
+
+    @property
+    def state_ttl(self) -> int:
+        return max(60, int(self.cooldown * 10))
+
+    # ----------------------------------------------------------------- for operators
     def state(self) -> str:
-        opened = self.cache.get(self.opened_key)
-        if opened is None:
-            return "closed"
-        return "open" if time.time() < opened + self.cooldown else "half-open"
+        return self.snapshot().state
 
     def snapshot(self) -> BreakerSnapshot:
         """The circuit's state for display; never raises (a cache error reads as ``unknown``)."""
-        try:
-            failures, opened = self._read()
-        except Exception:  # noqa: BLE001 - display must not fail because the cache did
-            return BreakerSnapshot(self.name, "unknown", cooldown=self.cooldown)
+        values = self._cache_call(lambda c: c.get_many([self.failures_key, self.opened_key]))
+        if values is UNAVAILABLE:
+            return BreakerSnapshot(self.name, UNKNOWN, cooldown=self.initial_cooldown)
+        opened = values.get(self.opened_key)
         if opened is None:
-            return BreakerSnapshot(self.name, "closed", failures=failures or 0,
-                                   cooldown=self.cooldown)
-        remaining = max(opened + self.cooldown - time.time(), 0.0)
-        return BreakerSnapshot(self.name, "open" if remaining > 0 else "half-open",
-                               failures=failures or 0, opened_at=opened,
-                               next_probe_in=round(remaining, 3), cooldown=self.cooldown)
+            return BreakerSnapshot(self.name, CLOSED, failures=values.get(self.failures_key) or 0,
+                                   cooldown=self.initial_cooldown)
+        remaining = max(opened["probe_at"] - self.clock(), 0.0)
+        return BreakerSnapshot(self.name, OPEN if remaining > 0 else HALF_OPEN,
+                               failures=opened["failures"], opened_at=opened["opened_at"],
+                               next_probe_in=round(remaining, 3), cooldown=opened["cooldown"])
 
+    @contextlib.contextmanager
+    def operator_probe(self):
+        """Inside this block, this thread's next attempt is sent even if the circuit is open:
+        an operator asked for a delivery, so it serves as the probe."""
+        self._local.force_probe = True
+        try:
+            yield
+        finally:
+            self._local.force_probe = False
+
+    # ----------------------------------------------------------------- the guard protocol
     def before_attempt(self) -> None:
-        """Raise ``CircuitOpen`` unless a request may be sent now."""
+        """Raise ``CircuitOpen`` unless a request may be sent now (always allowed when the
+        cache does not answer)."""
+        local = self._local
+        local.probing = local.dirty = False
+        forced, local.force_probe = getattr(local, "force_probe", False), False
         if not self.enabled:
             return
-        failures, opened = self._read()
-        self._seen.dirty = bool(failures) or opened is not None
+        values = self._cache_call(lambda c: c.get_many([self.failures_key, self.opened_key]))
+        if values is UNAVAILABLE:
+            return
+        opened = values.get(self.opened_key)
+        local.dirty = bool(values.get(self.failures_key)) or opened is not None
         if opened is None:
             return
-        remaining = opened + self.cooldown - time.time()
+        remaining = opened["probe_at"] - self.clock()
+        if forced:
+            local.probing = True
+            return
         if remaining > 0:
-            raise CircuitOpen(f"circuit {self.name} is open for another {remaining:.1f}s",
+            raise CircuitOpen(f"circuit {self.name} is open; next probe in {remaining:.1f}s",
                               breaker=self.name, retry_after=round(remaining, 3))
-        if not self.cache.add(self.probe_key, 1, timeout=self.probe_timeout):
+        won = self._cache_call(lambda c: c.add(self.probe_key, 1, timeout=self.probe_timeout))
+        if won is False:
             raise CircuitOpen(f"circuit {self.name} is half-open and another caller is probing",
                               breaker=self.name, retry_after=0)
+        local.probing = won is True
 
     def after_success(self) -> None:
-        """Clear the count (and close the circuit) only if before_attempt saw anything to clear:
-        a healthy success path costs one cache read in all."""
-        if not self.enabled or not getattr(self._seen, "dirty", True):
-            return
-        self._seen.dirty = False
-        failures, opened = self._read()
-        if failures or opened is not None:
-            self.cache.delete_many([self.failures_key, self.opened_key, self.probe_key])
-            if opened is not None:
-                logger.info("circuit %s closed", self.name,
-                            extra={"event": "circuit_closed", "breaker": self.name})
+        """A probe's success closes the circuit; a success that saw a run of failures ends it;
+        a success that saw nothing writes nothing."""
+        local = self._local
+        probing, dirty = getattr(local, "probing", False), getattr(local, "dirty", False)
+        local.probing = local.dirty = False
+        if probing:
+            self._close()
+        elif dirty:
+            self._cache_call(lambda c: c.delete_many([self.failures_key, self.since_key]))
 
     def after_failure(self, result: Classification) -> None:
-        if not self.enabled or result.code == "CircuitOpen" or not result.transient:
+        local = self._local
+        probing = getattr(local, "probing", False)
+        local.probing = False
+        if not self.enabled or result.code == "CircuitOpen":
             return
-        self._seen.dirty = True
-        self.cache.add(self.failures_key, 0, timeout=None)
-        try:
-            failures = self.cache.incr(self.failures_key)
-        except ValueError:  # evicted between add and incr
-            self.cache.set(self.failures_key, 1, timeout=None)
-            failures = 1
-        probing = self.cache.get(self.opened_key) is not None
-        if failures >= self.threshold or probing:
-            self.open(failures)
+        if probing:  # a permanent error is an answer: the endpoint is up
+            self._reopen() if result.transient else self._close()
+            return
+        if not result.transient:
+            return
+        local.dirty = True
+        failures, since = self._count_failure()
+        if failures >= self.threshold and since is not None and \
+                self.clock() - since >= self.window:
+            self._open(failures, since)
 
+    # ----------------------------------------------------------------- transitions
     def open(self, failures: int | None = None) -> None:
-        self.cache.set(self.opened_key, time.time(), timeout=max(int(self.cooldown * 10), 60))
-        self.cache.delete(self.probe_key)
-        logger.warning("circuit %s opened after %s consecutive transient failures", self.name,
-                       failures, extra={"event": "circuit_opened", "breaker": self.name,
-                                        "failures": failures, "cooldown": self.cooldown})
+        """Open the circuit now, for the initial cooldown (tests, operators)."""
+        self._cache_call(lambda c: c.set(self.opened_key, self._open_state(failures or 0),
+                                         timeout=self.state_ttl))
 
     def reset(self) -> None:
-        self.cache.delete_many([self.failures_key, self.opened_key, self.probe_key])
+        self._cache_call(lambda c: c.delete_many(
+            [self.failures_key, self.since_key, self.opened_key, self.probe_key]))
 
-    def _read(self):
-        values = self.cache.get_many([self.failures_key, self.opened_key])
-        return values.get(self.failures_key, 0), values.get(self.opened_key)
+    def _open_state(self, failures: int, *, opened_at: float | None = None,
+                    cooldown: float | None = None, since: float | None = None) -> dict:
+        """The value of the open key: the next probe is due ``cooldown`` after ``since`` (the
+        run's first failure, or the previous probe's due time), or now if that has passed.
+
+        Counting from there, not from when a late probe failed, keeps the schedule at 1, 3, 7,
+        15 s ... after the outage began: a 5 s outage is followed by at most 2 s of refusals.
+        """
+        now = self.clock()
+        cooldown = self.initial_cooldown if cooldown is None else cooldown
+        due = (now if since is None else since) + cooldown
+        return {"opened_at": now if opened_at is None else opened_at, "cooldown": cooldown,
+                "probe_at": max(due, now), "failures": failures}
+
+    def _open(self, failures: int, since: float) -> None:
+        state = self._open_state(failures, since=since)
+        added = self._cache_call(lambda c: c.add(self.opened_key, state, timeout=self.state_ttl))
+        if added is True:  # the first to see the outage says so; the others find it open
+            logger.warning("circuit %s opened after %s consecutive transient failures; next "
+                           "probe in %.1fs", self.name, failures,
+                           state["probe_at"] - state["opened_at"],
+                           extra={"event": "circuit_opened", "breaker": self.name,
+                                  "failures": failures, "cooldown": state["cooldown"]})
+
+    def _reopen(self) -> None:
+        """A probe failed: open again for twice the previous cooldown (capped)."""
+        previous = self._cache_call(lambda c: c.get(self.opened_key))
+        if previous is UNAVAILABLE:
+            return
+        previous = previous or self._open_state(0)
+        cooldown = min(max(previous["cooldown"] * 2, self.initial_cooldown), self.cooldown)
+        due = previous["probe_at"] + cooldown
+        state = self._open_state(previous["failures"] + 1, opened_at=previous["opened_at"],
+                                 cooldown=cooldown,
+                                 since=previous["probe_at"] if due > self.clock() else None)
+
+        def write(cache):
+            cache.set(self.opened_key, state, timeout=self.state_ttl)
+            cache.delete(self.probe_key)
+
+        self._cache_call(write)
+        logger.warning("circuit %s probe failed; next probe in %.1fs", self.name,
+                       state["probe_at"] - self.clock(),
+                       extra={"event": "circuit_probe_failed", "breaker": self.name,
+                              "failures": state["failures"], "cooldown": cooldown})
+
+    def _close(self) -> None:
+        done = self._cache_call(lambda c: c.delete_many(
+            [self.failures_key, self.since_key, self.opened_key, self.probe_key]))
+        if done is not UNAVAILABLE:
+            logger.info("circuit %s closed", self.name,
+                        extra={"event": "circuit_closed", "breaker": self.name})
+
+    def _count_failure(self) -> tuple[int, float | None]:
+        """Add one failure to the current run (starting it if needed): (count, run start)."""
+        now = self.clock()
+
+        def count(cache):
+            cache.add(self.since_key, now, timeout=self.run_ttl)
+            cache.add(self.failures_key, 0, timeout=self.run_ttl)
+            try:
+                failures = cache.incr(self.failures_key)
+            except ValueError:  # a success ended the run between add and incr
+                cache.set(self.failures_key, 1, timeout=self.run_ttl)
+                failures = 1
+            if failures < self.threshold:
+                return failures, None
+            return failures, cache.get(self.since_key)
+
+        counted = self._cache_call(count)
+        return (0, None) if counted is UNAVAILABLE else counted
+
+    # ----------------------------------------------------------------- failing open
+    def _cache_call(self, fn):
+        """``fn(cache)``, or ``UNAVAILABLE`` when the cache fails or is being left alone."""
+        if not cache_health.may_call(self.cache_alias, self.cache_backoff):
+            return UNAVAILABLE
+        try:
+            value = fn(self.cache)
+        except Exception as exc:  # noqa: BLE001 - the breaker must never fail a request
+            cache_health.failed(self.cache_alias, self.cache_backoff, exc, self.name)
+            return UNAVAILABLE
+        cache_health.succeeded(self.cache_alias)
+        return value

@@ -139,7 +139,8 @@ POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline", "put_timeout_fl
 # Rates in bytes per second that must be greater than zero.
 RATES = ("put_timeout_rate",)
 # Durations in seconds that may be zero (no backoff, no cool-down) but not negative.
-NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown")
+NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown", "breaker_window",
+                "breaker_initial_cooldown")
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
 
 

@@ -13,11 +13,19 @@ a record another worker holds, and the lock is released by the same commit that 
 outcome (or by the database if the worker dies), so nothing is delivered twice and nothing is
 left behind. The transaction lasts one delivery, bounded by the storage's retry deadline.
 SQLite has no row locks; there one process replays at a time (see ``docs/scaling.md``).
+
+The circuit breaker: a refusal by an open circuit sends nothing, so it is not an attempt; the
+record is left as it was and reported as skipped ("circuit open (next probe in N s)"). An
+operator's run (the command, the admin action) is the probe: its first delivery for each storage
+is sent even when the circuit is open; success closes the circuit for every process, failure
+stops the run for that storage ("circuit open: S3 still failing, N left untouched").
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -35,6 +43,7 @@ from storage_guard.retry import AttemptInfo
 logger = logging.getLogger("storage_guard")
 
 DELIVERED, FAILED, SKIPPED = "delivered", "failed", "skipped"
+OPERATOR_VIAS = frozenset({"command", "admin"})  # runs an operator started: they may probe
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class ItemResult:
     code: str = ""
     reason: str = ""
     attempts: int = 0
+    next_probe_in: float | None = None  # set when an open circuit cut this delivery short
 
 
 @dataclass
@@ -78,6 +88,8 @@ class ReplayResult:
     failed: int = 0
     skipped: int = 0
     items: list[ItemResult] = field(default_factory=list)
+    circuit_open: bool = False  # the run stopped early: the circuit is (still) open
+    untouched: int = 0  # records left as they were because the circuit stopped the run
 
     @property
     def total(self) -> int:
@@ -85,7 +97,7 @@ class ReplayResult:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and not self.circuit_open
 
     def add(self, item: ItemResult) -> None:
         self.items.append(item)
@@ -93,11 +105,15 @@ class ReplayResult:
 
     def as_dict(self) -> dict:
         return {"delivered": self.delivered, "failed": self.failed, "skipped": self.skipped,
+                "circuit_open": self.circuit_open, "untouched": self.untouched,
                 "items": [asdict(item) for item in self.items]}
 
     def summary(self) -> str:
-        return (f"{self.delivered} delivered, {self.failed} failed again, "
-                f"{self.skipped} skipped")
+        text = f"{self.delivered} delivered, {self.failed} failed again, {self.skipped} skipped"
+        return f"{text}; {self.circuit_line()}" if self.circuit_open else text
+
+    def circuit_line(self) -> str:
+        return f"circuit open: S3 still failing, {self.untouched} left untouched"
 
 
 def pending(selection: Selection) -> list[SaveAttempt]:
@@ -113,25 +129,69 @@ def count(selection: Selection) -> int:
 
 
 def replay(selection: Selection, *, via: str = "command",
-           on_item: Callable[[ItemResult], None] | None = None) -> ReplayResult:
+           on_item: Callable[[ItemResult], None] | None = None,
+           probe: bool | None = None) -> ReplayResult:
     """Claim and replay matching saves one at a time, oldest first, until none is left.
 
     Records this call already tried are not tried twice; records other workers hold are left
-    to them. ``on_item`` is called after each record (progress bars).
+    to them. ``on_item`` is called after each record (progress bars). With ``probe`` (the
+    default for an operator's run, ``via`` "command" or "admin") the first delivery of each
+    storage is sent even if its circuit is open. A storage whose circuit cuts a delivery short
+    gets no further deliveries in this run.
     """
-    result = ReplayResult()
-    still_unresolved: list[int] = []  # tried here and not delivered: not to be tried again
-    while selection.limit is None or result.total < selection.limit:
-        item = _claim_and_replay(selection, still_unresolved, via)
+    run = _Run(selection, via, via in OPERATOR_VIAS if probe is None else probe)
+    while selection.limit is None or run.result.total < selection.limit:
+        item = run.next()
         if item is None:
             break
-        if item.outcome != DELIVERED:
-            still_unresolved.append(item.record_id)
-        result.add(item)
         if on_item is not None:
             on_item(item)
-    _count_held_by_others(selection, result)
-    return result
+    run.finish()
+    return run.result
+
+
+class _Run:
+    """The bookkeeping of one replay run: what was tried, which storages the circuit stopped."""
+
+    def __init__(self, selection: Selection, via: str, probe: bool):
+        self.selection, self.via, self.probe = selection, via, probe
+        self.result = ReplayResult()
+        self.still_unresolved: list[int] = []  # tried here, not delivered: not to be tried again
+        self.probed: set[str] = set()  # storage aliases whose first delivery was sent
+        self.stopped: dict[str, float] = {}  # alias -> seconds to the next probe
+
+    def next(self) -> ItemResult | None:
+        with transaction.atomic(using=record_alias()):
+            record = (self.selection.queryset().exclude(pk__in=self.still_unresolved)
+                      .exclude(storage_alias__in=list(self.stopped))
+                      .select_for_update(skip_locked=True).first())
+            if record is None:
+                return None
+            forced = self.probe and record.storage_alias not in self.probed
+            item = replay_record(record, via=self.via, probe=forced)
+        if item.outcome != SKIPPED or item.next_probe_in is not None:  # something was asked
+            self.probed.add(record.storage_alias)
+        if item.outcome != DELIVERED:
+            self.still_unresolved.append(item.record_id)
+        if item.next_probe_in is not None:
+            self.stopped[record.storage_alias] = item.next_probe_in
+        self.result.add(item)
+        return item
+
+    def finish(self) -> None:
+        _count_held_by_others(self.selection, self.result, self.stopped)
+        if not self.stopped:
+            return
+        changed = [i.record_id for i in self.result.items if i.outcome != SKIPPED]
+        untouched = (self.selection.queryset().filter(storage_alias__in=list(self.stopped))
+                     .exclude(pk__in=changed).count())
+        if self.selection.limit is not None:
+            untouched = min(untouched, self.selection.limit - len(changed))
+        self.result.circuit_open, self.result.untouched = True, untouched
+        logger.warning("replay_stopped: %s; storage(s) %s", self.result.circuit_line(),
+                       ", ".join(sorted(self.stopped)), extra={
+                           "event": "replay_stopped", "untouched": untouched,
+                           "storages": sorted(self.stopped)})
 
 
 def replay_ids(ids: Iterable[int], *, via: str) -> ReplayResult:
@@ -140,7 +200,8 @@ def replay_ids(ids: Iterable[int], *, via: str) -> ReplayResult:
     return replay(Selection(ids=ids, limit=len(ids)), via=via)
 
 
-def _count_held_by_others(selection: Selection, result: ReplayResult) -> None:
+def _count_held_by_others(selection: Selection, result: ReplayResult,
+                          stopped: dict[str, float]) -> None:
     """For explicit ids: a record we could not claim is reported as skipped, with the reason."""
     if selection.ids is None:
         return
@@ -152,29 +213,45 @@ def _count_held_by_others(selection: Selection, result: ReplayResult) -> None:
         reason = ("no such record" if record is None
                   else f"status is {record.status}" if record.status not in UNRESOLVED
                   else "no stashed bytes" if not record.has_stash
+                  else circuit_reason(stopped[record.storage_alias])
+                  if record.storage_alias in stopped
                   else "another worker holds it")
         result.add(ItemResult(record_id, record.key if record else "", SKIPPED, reason=reason))
 
 
-def _claim_and_replay(selection: Selection, exclude: list[int], via: str) -> ItemResult | None:
-    alias = record_alias()
-    with transaction.atomic(using=alias):
-        record = (selection.queryset().exclude(pk__in=exclude)
-                  .select_for_update(skip_locked=True).first())
-        if record is None:
-            return None
-        return replay_record(record, via=via)
+def circuit_reason(next_probe_in: float) -> str:
+    return f"circuit open (next probe in {math.ceil(next_probe_in)} s)"
 
 
-def replay_record(record: SaveAttempt, *, via: str) -> ItemResult:
-    """Deliver one (claimed) record and write the outcome onto it."""
+def replay_record(record: SaveAttempt, *, via: str, probe: bool = False) -> ItemResult:
+    """Deliver one (claimed) record and write the outcome onto it.
+
+    With ``probe`` the delivery is sent even if the storage's circuit is open (an operator's
+    first delivery). A delivery the open circuit refused outright leaves the record untouched.
+    """
     reason = _why_skip(record)
     if reason:
-        logger.warning("replay_skipped %s: %s", record.key, reason, extra={
-            "event": "replay_skipped", "record_id": record.pk, "reason": reason})
-        return ItemResult(record.pk, record.key, SKIPPED, reason=reason, attempts=record.attempts)
+        return _skipped(record, reason)
     storage = storages[record.storage_alias]
-    outcome = storage.redeliver(record)
+    with storage.breaker.operator_probe() if probe else contextlib.nullcontext():
+        outcome = storage.redeliver(record)
+    next_probe_in = outcome.refused.retry_after if outcome.refused is not None else None
+    if next_probe_in is not None and not outcome.attempts:
+        item = _skipped(record, circuit_reason(next_probe_in))
+        item.code, item.next_probe_in = "CircuitOpen", next_probe_in
+        return item
+    item = _deliver_outcome(storage, record, outcome, via)
+    item.next_probe_in = next_probe_in
+    return item
+
+
+def _skipped(record: SaveAttempt, reason: str) -> ItemResult:
+    logger.warning("replay_skipped %s: %s", record.key, reason, extra={
+        "event": "replay_skipped", "record_id": record.pk, "reason": reason})
+    return ItemResult(record.pk, record.key, SKIPPED, reason=reason, attempts=record.attempts)
+
+
+def _deliver_outcome(storage, record: SaveAttempt, outcome, via: str) -> ItemResult:
     if outcome.ok:
         outcome = _verify(storage, record, outcome)
     log = _extend_log(record, outcome, via)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from storage_guard.classification import Classification, classify
+from storage_guard.errors import CircuitOpen
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Outcome:
     classification: Classification | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     duration_ms: float = 0.0
+    refused: CircuitOpen | None = None  # the open circuit that stopped the loop (nothing sent)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,10 @@ def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
                       sleep=time.sleep, clock=time.monotonic, timeouts=None) -> Outcome:
     """Call ``fn`` until it succeeds, fails permanently, runs out of attempts or of time.
 
-    ``guard`` (a circuit breaker) is asked before every attempt and told every result.
+    ``guard`` (a circuit breaker) is asked before every attempt and told every result. A
+    refusal by an open circuit is not an attempt: nothing was sent, so it is not counted in
+    ``attempts`` and does not replace the error of an earlier attempt; it ends the loop and is
+    kept in ``refused`` (and is the outcome's error only when no attempt was made).
     ``timeouts`` (a ``timeouts.AttemptTimeouts``) picks each attempt's timeout, which ``fn``
     reads from it; the attempt log records it.
     """
@@ -86,12 +91,12 @@ def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
     started = clock()
     outcome = Outcome()
     for number in range(1, policy.max_attempts + 1):
+        if guard is not None and not _admitted(guard, outcome):
+            break
         listener.attempt_started(number)
         timeout = timeouts.start(number) if timeouts is not None else None
         attempt_started = clock()
         try:
-            if guard is not None:
-                guard.before_attempt()
             outcome.value = fn()
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none is hidden
             info = AttemptInfo(number, "", (clock() - attempt_started) * 1000, timeout=timeout)
@@ -118,6 +123,18 @@ def call_with_retries(fn: Callable[[], object], policy: RetryPolicy, *,
             break
     outcome.duration_ms = (clock() - started) * 1000
     return outcome
+
+
+def _admitted(guard, outcome: Outcome) -> bool:
+    """Ask the guard; on a refusal note it on the outcome and say no."""
+    try:
+        guard.before_attempt()
+    except CircuitOpen as exc:
+        outcome.refused = exc
+        if not outcome.attempts:
+            outcome.error, outcome.classification = exc, classify(exc)
+        return False
+    return True
 
 
 def _next_delay(policy: RetryPolicy, number: int, result: Classification,

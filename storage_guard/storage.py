@@ -113,7 +113,10 @@ class GuardedS3Storage(S3Storage):
         return CircuitBreaker(f"{self.endpoint_url or 'aws'}|{self.bucket_name}",
                               threshold=self.breaker_threshold, cooldown=self.breaker_cooldown,
                               cache_alias=conf.get("BREAKER_CACHE"),
-                              probe_timeout=self.connect_timeout + self.read_timeout)
+                              probe_timeout=self.connect_timeout + self.read_timeout,
+                              window=self.breaker_window,
+                              initial_cooldown=self.breaker_initial_cooldown,
+                              cache_backoff=conf.get("BREAKER_CACHE_BACKOFF"))
 
     def _create_session(self):
         # one session per thread for the resource and the timeout classes' clients
@@ -297,7 +300,8 @@ class GuardedS3Storage(S3Storage):
             outcome = self._run_put(record.key, payload, dict(record.write_params), trace)
         finally:
             payload.close()
-        trace.finished(outcome)
+        if outcome.attempts:  # a refusal by the open circuit sent nothing: nothing to report
+            trace.finished(outcome)
         return outcome
 
     def verify(self, key: str, size: int | None) -> bool:

@@ -49,7 +49,7 @@ logger = logging.getLogger("storage_guard")
 def retry_save(record_id: int) -> dict:
     """Replay one stashed save; schedule the next round if it fails again."""
     result = replay.replay_ids([record_id], via="task")
-    if result.failed:
+    if result.failed or result.circuit_open:  # refused by the open circuit: try again later
         record = SaveAttempt.objects.using(record_alias()).filter(pk=record_id).first()
         if record is not None and record.status in UNRESOLVED:
             schedule_retry(record)

@@ -1,7 +1,8 @@
 """``manage.py retry_failed_saves``: deliver stashed saves again (see ``docs/commands.md``).
 
 Thin: parses arguments, calls ``storage_guard.replay`` (which the admin action and the retry
-task call too), reports counts. Exit status: 0 all delivered, 1 some still failing, 2 usage error.
+task call too), reports counts. Exit status: 0 all delivered, 1 some still failing, 2 usage error,
+3 the circuit is open: the run's probe failed and it stopped early, leaving records untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from storage_guard import clock, replay
 from storage_guard.management.arguments import age, whole_number
+
+CIRCUIT_OPEN_EXIT = 3
 
 
 class Command(BaseCommand):
@@ -46,6 +49,8 @@ class Command(BaseCommand):
         if progress:
             progress.done()
         self.report(result, as_json=options["json"])
+        if result.circuit_open:
+            raise CommandError(result.circuit_line(), returncode=CIRCUIT_OPEN_EXIT)
         if result.failed:
             raise CommandError(f"{result.failed} save(s) still failing", returncode=1)
 

@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from django.core.files.storage import InvalidStorageError, storages
+from django.core.files.storage import InvalidStorageError
 from django.db import transaction
 from django.utils import timezone
 
 from storage_guard import stash
 from storage_guard.classification import Classification, classify
 from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend, Status
+from storage_guard.rebuild import storage_for
 from storage_guard.recording import record_alias
 from storage_guard.retry import AttemptInfo
 
@@ -70,6 +71,7 @@ class ItemResult:
     code: str = ""
     reason: str = ""
     attempts: int = 0
+    undeliverable: bool = False  # skipped because no storage can ever deliver it
 
 
 @dataclass
@@ -168,12 +170,14 @@ def _claim_and_replay(selection: Selection, exclude: list[int], via: str) -> Ite
 
 def replay_record(record: SaveAttempt, *, via: str) -> ItemResult:
     """Deliver one (claimed) record and write the outcome onto it."""
-    reason = _why_skip(record)
+    undeliverable = _storage_problem(record)
+    reason = undeliverable or _why_skip(record)
     if reason:
         logger.warning("replay_skipped %s: %s", record.key, reason, extra={
             "event": "replay_skipped", "record_id": record.pk, "reason": reason})
-        return ItemResult(record.pk, record.key, SKIPPED, reason=reason, attempts=record.attempts)
-    storage = storages[record.storage_alias]
+        return ItemResult(record.pk, record.key, SKIPPED, reason=reason, attempts=record.attempts,
+                          undeliverable=bool(undeliverable))
+    storage = storage_for(record)
     outcome = storage.redeliver(record)
     if outcome.ok:
         outcome = _verify(storage, record, outcome)
@@ -183,13 +187,20 @@ def replay_record(record: SaveAttempt, *, via: str) -> ItemResult:
     return _mark_failed(record, outcome, log)
 
 
-def _why_skip(record: SaveAttempt) -> str:
+def _storage_problem(record: SaveAttempt) -> str:
+    """Why no storage can deliver ``record`` ("" when one can)."""
     try:
-        storage = storages[record.storage_alias]
-    except InvalidStorageError:
-        return f"storage alias {record.storage_alias!r} is not in settings.STORAGES"
+        storage = storage_for(record)
+    except InvalidStorageError as exc:
+        if record.storage_alias:
+            return f"storage alias {record.storage_alias!r} is not in settings.STORAGES"
+        return f"undeliverable: {exc}"
     if not hasattr(storage, "redeliver"):
         return f"storage {record.storage_alias!r} is not a GuardedS3Storage"
+    return ""
+
+
+def _why_skip(record: SaveAttempt) -> str:
     newer = (SaveAttempt.objects.using(record_alias()).for_key(record.key)
              .filter(created_at__gt=record.created_at,
                      status__in=(Status.SUCCEEDED, Status.RECOVERED))

@@ -47,6 +47,7 @@ class Codes:
     STASH_STORAGE_SAME_BUCKET = "storage_guard.W004"
     BREAKER_CACHE_PER_PROCESS = "storage_guard.W005"
     TASK_BACKEND_CANNOT_DEFER = "storage_guard.E013"
+    LAST_RESORT_DIR_UNUSABLE = "storage_guard.W006"
 
 
 class Messages:
@@ -85,6 +86,9 @@ class Messages:
     TASK_BACKEND_CANNOT_DEFER = (
         "RETRY_WITH_TASKS is on but the task backend {alias!r} cannot run a task later "
         "(no run_after support), so no retry would ever be enqueued.")
+    LAST_RESORT_DIR_UNUSABLE = (
+        "The last-resort spool cannot take entries: {reason}. A failed save whose record "
+        "cannot be written (database down) would lose its bytes.")
 
 
 class Hints:
@@ -115,6 +119,9 @@ class Hints:
                                  "every process opens and closes the circuit together.")
     TASK_BACKEND_CANNOT_DEFER = ("Use a backend that supports run_after (e.g. django_tasks_db's "
                                  "DatabaseBackend), or set TASK_BACKEND to one.")
+    LAST_RESORT_DIR_UNUSABLE = ("Set STORAGE_GUARD['LAST_RESORT_DIR'] to a directory this "
+                                "process owns and can write, on a volume that outlives the "
+                                "container (see docs/failure.md).")
 
 
 # Options that must be whole numbers of at least this much.
@@ -373,7 +380,7 @@ def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         database_alias = conf.get("DATABASE_ALIAS")
     except ImproperlyConfigured:
         return []  # reported by check_options
-    found = _sqlite_atomic_requests(database_alias) + _task_backend()
+    found = _sqlite_atomic_requests(database_alias) + _task_backend() + _last_resort_dir()
     found += _deadline_warnings(defaults, alias=None)
     for alias, options in _guarded_storage_options():
         if {"retry_deadline", "read_timeout"} & set(options):
@@ -449,3 +456,12 @@ def _task_backend() -> list[checks.CheckMessage]:
     if can_defer:
         return []
     return [_error("TASK_BACKEND_CANNOT_DEFER", alias=alias)]
+
+
+def _last_resort_dir() -> list[checks.CheckMessage]:
+    from storage_guard import spool
+
+    if spool.directory() is None:
+        return []  # turned off on purpose (documented)
+    reason = spool.problem()
+    return [_warning("LAST_RESORT_DIR_UNUSABLE", reason=reason)] if reason else []

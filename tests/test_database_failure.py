@@ -10,8 +10,10 @@ byte for byte, as SeaweedFS shows.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import stat
 import threading
 import uuid
 
@@ -284,3 +286,80 @@ def test_success_with_the_database_blackholed_returns_and_logs(pg_gate, fault_pr
     assert events(caplog, "record_failed") == 1  # logged at ERROR, the caller got the name
     pg_gate.open()
     assert not SaveAttempt.objects.filter(name=name).exists()
+
+
+# --------------------------------------------------------------------- what an entry holds
+def test_a_stash_file_written_before_the_record_failed_is_referenced_not_orphaned(
+        sqlite_file, fault_proxy, s3):
+    storage = storage_in("raise")
+    storage.stash_storage, storage.stash_db_max_bytes = "stash", 1024
+    name, body = f"orphan-{uuid.uuid4().hex[:8]}/big.bin", os.urandom(8000)
+    sqlite_file.execute("BEGIN IMMEDIATE")
+    save_through_outage(fault_proxy, storage, "raise", name, body)
+    [sidecar] = spool.entries()
+    location = spool.load(sidecar)["fields"]["stash_location"]
+    alias, stash_name = location.split(":", 1)
+    assert storages[alias].exists(stash_name)  # written before the record failed ...
+    sqlite_file.execute("ROLLBACK")
+
+    retry_failed_saves()
+
+    record = SaveAttempt.objects.using("records_file").get(name=name)
+    assert record.status == Status.RECOVERED
+    assert record.attempt_log[0]["code"] == "InternalError"
+    assert not storages[alias].exists(stash_name)  # ... and freed once delivered: no orphan
+    assert s3.get_object(Bucket=settings.TEST_BUCKET, Key=record.key)["Body"].read() == body
+
+
+def test_a_spool_entry_holds_no_credentials_and_only_its_owner_reads_it(
+        sqlite_file, fault_proxy, bucket, spool_dir):
+    from tests.conftest import TEST_KEY
+
+    storage = GuardedS3Storage(bucket_name=bucket, endpoint_url=fault_proxy.endpoint_url,
+                               access_key=TEST_KEY, secret_key=TEST_KEY, region_name="us-east-1",
+                               on_failure="defer", max_attempts=1, breaker_threshold=0)
+    sqlite_file.execute("BEGIN IMMEDIATE")
+    save_through_outage(fault_proxy, storage, "defer", "private/one.bin", b"secret payload")
+    sqlite_file.execute("ROLLBACK")
+    [sidecar] = spool.entries()
+    text = sidecar.read_text()
+    entry = json.loads(text)
+    assert TEST_KEY not in text and "secret payload" not in text
+    assert entry["fields"]["storage_spec"]["options"]["bucket_name"] == bucket
+    assert spool.payload_path(sidecar).read_bytes() == b"secret payload"
+    assert stat.S_IMODE(spool_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600
+    assert [p.name for p in spool_dir.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_delete_drops_a_spooled_save_so_no_retry_brings_it_back(sqlite_file, fault_proxy, s3):
+    storage = storage_in("defer")
+    name = f"spooled-delete-{uuid.uuid4().hex[:8]}.bin"
+    sqlite_file.execute("BEGIN IMMEDIATE")
+    save_through_outage(fault_proxy, storage, "defer", name, b"deleted before it arrived")
+    assert len(spool.entries()) == 1
+    sqlite_file.execute("ROLLBACK")
+
+    storage.delete(name)
+
+    assert spool.entries() == []
+    fault_proxy.reset_counters()
+    assert "0 delivered" in retry_failed_saves()
+    assert fault_proxy.counts["PUT"] == 0
+    assert s3.list_objects_v2(Bucket=settings.TEST_BUCKET, Prefix=name)["KeyCount"] == 0
+
+
+def test_when_even_the_spool_fails_the_caller_is_told_the_bytes_are_not_kept(
+        sqlite_file, fault_proxy, settings, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the spool directory cannot be created under a file")
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD,
+                              "LAST_RESORT_DIR": str(blocker / "spool")}
+    sqlite_file.execute("BEGIN IMMEDIATE")
+    for mode in ("raise", "defer"):
+        with fault_proxy.outage_window("internal"):
+            result = save_in_thread(storage_in(mode), f"lost-{mode}.bin", b"x")
+        assert isinstance(result, SaveFailed), (mode, result)  # defer cannot pretend
+        assert result.kept is False and "could NOT be kept" in str(result)
+    sqlite_file.execute("ROLLBACK")
+    assert events(caplog, "save_lost") == 2

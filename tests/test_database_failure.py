@@ -102,6 +102,26 @@ def assert_answer(result, mode: str, name: str) -> None:
     return result
 
 
+def spool_two_saves(fault_proxy, mode: str, tag: str, *, database_out, database_back) -> dict:
+    """Two saves through an S3 outage while the database is out; they end in the spool."""
+    storage = storage_in(mode)
+    prefix = f"{tag}-{mode}-{uuid.uuid4().hex[:8]}"
+    saved = {f"{prefix}/{n}.bin": payload(f"{mode}{n}") for n in range(2)}
+    database_out()
+    for name, body in saved.items():
+        save_through_outage(fault_proxy, storage, mode, name, body)
+    assert_spooled(list(saved))
+    database_back()
+    return saved
+
+
+def retry_and_check(s3, saved: dict[str, bytes], *, using: str) -> None:
+    output = retry_failed_saves()
+    assert f"{len(saved)} spooled save(s) recorded, 0 left in the spool" in output
+    assert f"{len(saved)} delivered, 0 failed again" in output
+    assert_recorded_and_delivered(s3, saved, using=using)
+
+
 def assert_spooled(names: list[str]) -> None:
     kept = [spool.load(path)["fields"]["name"] for path in spool.entries()]
     assert sorted(kept) == sorted(names)
@@ -190,44 +210,21 @@ def payload(tag: str) -> bytes:
 @pytest.mark.parametrize("mode", ["raise", "defer"])
 def test_sqlite_locked_by_another_writer_spools_then_delivers(sqlite_file, fault_proxy, s3,
                                                              mode):
-    storage = storage_in(mode)
-    prefix = f"sqlite-locked-{mode}-{uuid.uuid4().hex[:8]}"
-    saved = {f"{prefix}/{n}.bin": payload(f"{mode}{n}") for n in range(2)}
-
-    sqlite_file.execute("BEGIN IMMEDIATE")  # another writer holds the database
-    for name, body in saved.items():
-        save_through_outage(fault_proxy, storage, mode, name, body)
-    assert_spooled(list(saved))
-    sqlite_file.execute("ROLLBACK")
+    saved = spool_two_saves(fault_proxy, mode, "sqlite-locked",
+                            database_out=lambda: sqlite_file.execute("BEGIN IMMEDIATE"),
+                            database_back=lambda: sqlite_file.execute("ROLLBACK"))
     assert SaveAttempt.objects.using("records_file").count() == 0
-
-    output = retry_failed_saves()
-
-    assert "2 spooled save(s) recorded, 0 left in the spool" in output
-    assert "2 delivered, 0 failed again" in output
-    assert_recorded_and_delivered(s3, saved, using="records_file")
+    retry_and_check(s3, saved, using="records_file")
 
 
 # --------------------------------------------------------------------- PostgreSQL down
 @ON_PG
 @pytest.mark.parametrize("mode", ["raise", "defer"])
 def test_postgres_down_spools_then_delivers(pg_gate, fault_proxy, s3, mode):
-    storage = storage_in(mode)
-    prefix = f"pg-down-{mode}-{uuid.uuid4().hex[:8]}"
-    saved = {f"{prefix}/{n}.bin": payload(f"{mode}{n}") for n in range(2)}
-
-    pg_gate.down()
-    for name, body in saved.items():
-        save_through_outage(fault_proxy, storage, mode, name, body)
-    assert_spooled(list(saved))
-    assert not SaveAttempt.objects.filter(name__startswith=prefix).exists()
-    pg_gate.open()
-
-    output = retry_failed_saves()
-
-    assert "2 spooled save(s) recorded, 0 left in the spool" in output
-    assert "2 delivered, 0 failed again" in output
-    assert_recorded_and_delivered(s3, saved, using="default")
+    saved = spool_two_saves(fault_proxy, mode, "pg-down", database_out=pg_gate.down,
+                            database_back=pg_gate.open)
+    assert not SaveAttempt.objects.filter(name__in=list(saved)).exists()
+    retry_and_check(s3, saved, using="default")
 
 
 # --------------------------------------------------------------------- PostgreSQL blackholed
@@ -257,11 +254,7 @@ def test_postgres_blackholed_spools_then_delivers(pg_gate, fault_proxy, s3, mode
     assert_answer(second, mode, on_new)
     assert_spooled(list(saved))
     pg_gate.open()
-
-    output = retry_failed_saves()
-
-    assert "2 spooled save(s) recorded, 0 left in the spool" in output
-    assert_recorded_and_delivered(s3, saved, using="default")
+    retry_and_check(s3, saved, using="default")
 
 
 @ON_PG

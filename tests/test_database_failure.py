@@ -356,3 +356,22 @@ def test_when_even_the_spool_fails_the_caller_is_told_the_bytes_are_not_kept(
         assert result.kept is False and "could NOT be kept" in str(result)
     sqlite_file.execute("ROLLBACK")
     assert events(caplog, "save_lost") == 2
+
+
+def test_the_retry_task_records_spooled_saves_first(sqlite_file, fault_proxy, s3):
+    from storage_guard import tasks
+
+    saved = spool_two_saves(fault_proxy, "defer", "task",
+                            database_out=lambda: sqlite_file.execute("BEGIN IMMEDIATE"),
+                            database_back=lambda: sqlite_file.execute("ROLLBACK"))
+
+    outcome = tasks.retry_save.call(987654321)  # any retry task, even of a record now gone
+
+    assert outcome == {"delivered": 0, "failed": 0, "skipped": 1}
+    assert spool.entries() == []
+    records = SaveAttempt.objects.using("records_file").filter(name__in=list(saved))
+    assert sorted(r.status for r in records) == [Status.DEFERRED, Status.DEFERRED]
+    assert all(r.has_stash for r in records)
+    output = retry_failed_saves()
+    assert "spooled" not in output and "2 delivered, 0 failed again" in output
+    assert_recorded_and_delivered(s3, saved, using="records_file")

@@ -172,13 +172,23 @@ def read_payload(sidecar: Path, entry: dict) -> bytes:
     return data
 
 
-def find(key: str) -> tuple[dict, bytes] | None:
-    """The newest spooled save of ``key`` and its bytes (deferred reads while the DB is out)."""
+@dataclass(frozen=True)
+class SpooledSave:
+    """A deferred save known only to the spool (not recorded yet), as deferred reads see it."""
+
+    name: str
+    size: int
+    data: bytes
+
+
+def find(key: str) -> SpooledSave | None:
+    """The newest spooled save of ``key`` with its bytes (deferred reads before ingestion)."""
     for sidecar in reversed(entries(key)):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, KeyError):
             entry = load(sidecar)
             if entry["fields"]["key"] == key:
-                return entry, read_payload(sidecar, entry)
+                data = read_payload(sidecar, entry)
+                return SpooledSave(entry["fields"]["name"], len(data), data)
     return None
 
 

@@ -19,6 +19,7 @@ from django.core.files.storage import storages
 from storage_guard.models import SaveAttempt, StashBackend, StashedPayload, Status
 from storage_guard.payload import Payload
 from storage_guard.recording import bounded, record_alias
+from storage_guard.spool import SpooledSave
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ def read(record: SaveAttempt) -> bytes:
     raise FileNotFoundError(f"save attempt {record.pk} has no stashed bytes")
 
 
-def open_file(record: SaveAttempt) -> File:
-    return ContentFile(read(record), name=record.name)
+def open_file(record) -> File:
+    """The stashed bytes of a record, or of a save still in the last-resort spool."""
+    data = record.data if isinstance(record, SpooledSave) else read(record)
+    return ContentFile(data, name=record.name)
 
 
 def free(record: SaveAttempt) -> None:

@@ -395,13 +395,15 @@ class GuardedS3Storage(S3Storage):
                                "spool_entries": dropped})
 
     def _pending(self, key: str, mode: str = "rb"):
-        """A deferred save's record, when reads of ``key`` should be served from the stash."""
+        """A deferred save's record, when reads of ``key`` should be served from the stash (or
+        from the last-resort spool, for a save not recorded yet)."""
         if self.on_failure != "defer" or "w" in mode:
             return None
         try:
-            return stash.find_pending(key)
+            record = stash.find_pending(key)
         except Exception as exc:  # noqa: BLE001 - a read falls back to plain S3 behaviour
             logger.warning("pending_lookup_failed %s: %s", key, type(exc).__name__,
                            extra={"event": "pending_lookup_failed",
                                   "error_code": type(exc).__name__})
-            return None
+            record = None
+        return record or spool.find(key)

@@ -329,13 +329,21 @@ def test_delete_drops_a_spooled_save_so_no_retry_brings_it_back(sqlite_file, fau
     storage = storage_in("defer")
     name = f"spooled-delete-{uuid.uuid4().hex[:8]}.bin"
     sqlite_file.execute("BEGIN IMMEDIATE")
-    save_through_outage(fault_proxy, storage, "defer", name, b"deleted before it arrived")
+    body = b"deleted before it arrived"
+    save_through_outage(fault_proxy, storage, "defer", name, body)
     assert len(spool.entries()) == 1
+    # Not recorded yet: this machine's reads are served from the spool, as from a stash.
+    assert storage.exists(name) and storage.size(name) == len(body)
+    with storage.open(name) as handle:
+        assert handle.read() == body
     sqlite_file.execute("ROLLBACK")
 
     storage.delete(name)
 
     assert spool.entries() == []
+    assert storage.exists(name) is False
+    with pytest.raises(FileNotFoundError):
+        storage.open(name)
     fault_proxy.reset_counters()
     assert "0 delivered" in retry_failed_saves()
     assert fault_proxy.counts["PUT"] == 0

@@ -44,7 +44,7 @@ DEFAULTS: dict[str, object] = {
     "INDEPENDENT_CONNECTION": True,
     "RECORD_CONNECT_TIMEOUT": 2.0,
     "RECORD_STATEMENT_TIMEOUT": 3.0,
-    "LAST_RESORT_DIR": None,  # None: <temp dir>/storage_guard-spool-<uid>; "" turns it off
+    "LAST_RESORT_DIR": None,  # None: <temp dir>/storage_guard-spool-<uid>-<db>; "" = off
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,

@@ -12,7 +12,8 @@ Writes are atomic: each file is written under a temporary name, flushed to disk,
 the sidecar is renamed last, so an entry exists exactly when its sidecar does. An entry being
 ingested is renamed to ``<id>.ingesting`` first, so two processes never record it twice.
 
-The directory is ``LAST_RESORT_DIR`` (by default ``<temp dir>/storage_guard-spool-<uid>``),
+The directory is ``LAST_RESORT_DIR`` (by default ``<temp dir>/storage_guard-spool-<uid>-<db>``,
+``<db>`` a short digest of the record database's engine, host, port and name),
 created with mode 0700 and refused if another user owns it. In containers it must be a volume
 that outlives the container (see ``docs/failure.md``); check ``storage_guard.W006`` warns when
 it is not writable.
@@ -55,12 +56,21 @@ def directory() -> Path | None:
     """The configured spool directory, or None when the spool is turned off."""
     configured = conf.get("LAST_RESORT_DIR")
     if configured is None:
-        return Path(tempfile.gettempdir()) / f"storage_guard-spool-{_uid()}"
+        return Path(tempfile.gettempdir()) / f"storage_guard-spool-{_uid()}-{_database_tag()}"
     return Path(configured) if configured else None
 
 
 def _uid() -> int | str:
     return os.getuid() if hasattr(os, "getuid") else "user"
+
+
+def _database_tag() -> str:
+    """Entries belong to one record database: two projects on a host never share a default."""
+    from django.conf import settings
+
+    database = settings.DATABASES.get(conf.get("DATABASE_ALIAS"), {})
+    where = "|".join(str(database.get(k, "")) for k in ("ENGINE", "HOST", "PORT", "NAME"))
+    return hashlib.sha256(where.encode()).hexdigest()[:10]
 
 
 def problem() -> str:

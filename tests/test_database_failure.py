@@ -28,6 +28,7 @@ from storage_guard import recording, spool
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, StashedPayload, Status
 from storage_guard.storage import GuardedS3Storage
+from tests.test_pending_saves import assert_nothing_comes_back
 from tests.testbed.tcpgate import TcpGate
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -341,13 +342,7 @@ def test_delete_drops_a_spooled_save_so_no_retry_brings_it_back(sqlite_file, fau
     storage.delete(name)
 
     assert spool.entries() == []
-    assert storage.exists(name) is False
-    with pytest.raises(FileNotFoundError):
-        storage.open(name)
-    fault_proxy.reset_counters()
-    assert "0 delivered" in retry_failed_saves()
-    assert fault_proxy.counts["PUT"] == 0
-    assert s3.list_objects_v2(Bucket=settings.TEST_BUCKET, Prefix=name)["KeyCount"] == 0
+    assert_nothing_comes_back(storage, name, fault_proxy, s3)
 
 
 def test_when_even_the_spool_fails_the_caller_is_told_the_bytes_are_not_kept(

@@ -63,6 +63,11 @@ def test_delete_cancels_a_deferred_save_and_frees_its_stash(fault_proxy, s3, whe
     if stash_location:
         alias, stash_name = stash_location.split(":", 1)
         assert not storages[alias].exists(stash_name)
+    assert_nothing_comes_back(storage, name, fault_proxy, s3)
+
+
+def assert_nothing_comes_back(storage, name: str, fault_proxy, s3) -> None:
+    """A deleted name stays deleted: no read finds it, no retry uploads it."""
     assert storage.exists(name) is False
     with pytest.raises(FileNotFoundError):
         storage.open(name)

@@ -64,6 +64,7 @@ KEY_CHARS = 48
 BADGE_COLOURS = {
     Status.SUCCEEDED: "#2e7d32", Status.RECOVERED: "#1565c0", Status.DEFERRED: "#ef6c00",
     Status.FAILED: "#c62828", Status.REJECTED: "#6a1b9a", Status.ABANDONED: "#616161",
+    Status.CANCELLED: "#455a64",
 }
 HEX = set("0123456789abcdef")
 # A content type the stash download may repeat: type/subtype tokens and simple parameters.

@@ -49,6 +49,7 @@ class Codes:
     TASK_BACKEND_CANNOT_DEFER = "storage_guard.E013"
     PRESET_UNKNOWN = "storage_guard.E014"
     DEADLINE_OVER_REQUEST_BUDGET = "storage_guard.W006"
+    LAST_RESORT_DIR_UNUSABLE = "storage_guard.W007"
 
 
 class Messages:
@@ -92,6 +93,9 @@ class Messages:
         "{where} ({deadline!r}s) with the {preset!r} preset, plus {connect!r}s for a last "
         "connect and {database!r}s of record database timeouts, is {total!r}s: a failing save "
         "inside a request would not end well under a {worker!r}s worker timeout.")
+    LAST_RESORT_DIR_UNUSABLE = (
+        "The last-resort spool cannot take entries: {reason}. A failed save whose record "
+        "cannot be written (database down) would lose its bytes.")
 
 
 class Hints:
@@ -127,6 +131,9 @@ class Hints:
     DEADLINE_OVER_REQUEST_BUDGET = (
         "Lower retry_deadline to {suggested!r}s or less, or use preset 'background' for a "
         "storage that only saves outside requests.")
+    LAST_RESORT_DIR_UNUSABLE = ("Set STORAGE_GUARD['LAST_RESORT_DIR'] to a directory this "
+                                "process owns and can write, on a volume that outlives the "
+                                "container (see docs/failure.md).")
 
 
 # Options that must be whole numbers of at least this much.
@@ -404,7 +411,7 @@ def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         return []  # reported by check_options
     if _unknown_presets():
         return []  # reported by check_options
-    found = _sqlite_atomic_requests(database_alias) + _task_backend()
+    found = _sqlite_atomic_requests(database_alias) + _task_backend() + _last_resort_dir()
     found += _deadline_warnings(defaults, alias=None)
     for alias, options in _guarded_storage_options():
         if {"retry_deadline", "read_timeout", "preset"} & set(options):
@@ -507,3 +514,12 @@ def _task_backend() -> list[checks.CheckMessage]:
     if can_defer:
         return []
     return [_error("TASK_BACKEND_CANNOT_DEFER", alias=alias)]
+
+
+def _last_resort_dir() -> list[checks.CheckMessage]:
+    from storage_guard import spool
+
+    if spool.directory() is None:
+        return []  # turned off on purpose (documented)
+    reason = spool.problem()
+    return [_warning("LAST_RESORT_DIR_UNUSABLE", reason=reason)] if reason else []

@@ -45,6 +45,9 @@ DEFAULTS: dict[str, object] = {
     "SPOOL_MAX_MEMORY": 5 * MB,
     "DATABASE_ALIAS": "default",
     "INDEPENDENT_CONNECTION": True,
+    "RECORD_CONNECT_TIMEOUT": 2.0,
+    "RECORD_STATEMENT_TIMEOUT": 3.0,
+    "LAST_RESORT_DIR": None,  # None: <temp dir>/storage_guard-spool-<uid>-<db>; "" = off
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,

@@ -62,8 +62,15 @@ class SaveFailed(StorageGuardError):
 
     def __str__(self) -> str:
         return (f"[{self.code}] saving {self.context['key']!r} failed after "
-                f"{self.context['attempts']} attempt(s): {self.message} "
-                f"(record {self.context['record_id']}, bytes stashed)")
+                f"{self.context['attempts']} attempt(s): {self.message} ({self._where_kept()})")
+
+    def _where_kept(self) -> str:
+        if self.context["record_id"] is not None:
+            return f"record {self.context['record_id']}, bytes stashed"
+        if self.context.get("kept"):
+            return (f"no record: the database failed; bytes kept in the last-resort spool as "
+                    f"entry {self.context['spool_entry']}")
+        return "no record: the database failed; the bytes could NOT be kept"
 
 
 class SaveRejected(StorageGuardError, ValueError):

@@ -15,6 +15,7 @@ class Status(models.TextChoices):
     RECOVERED = "recovered", _("recovered")
     REJECTED = "rejected", _("rejected")
     ABANDONED = "abandoned", _("abandoned")
+    CANCELLED = "cancelled", _("cancelled")
 
 
 UNRESOLVED = (Status.FAILED, Status.DEFERRED)
@@ -76,6 +77,10 @@ class SaveAttempt(models.Model):
     stash_location = models.TextField(blank=True)
     recovered_at = models.DateTimeField(null=True, blank=True)
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    storage_spec = models.JSONField(
+        null=True, blank=True,
+        help_text=_("How to rebuild a storage that is not in settings.STORAGES (class and "
+                    "options, never credentials); empty for storages with an alias."))
 
     objects = SaveAttemptQuerySet.as_manager()
 

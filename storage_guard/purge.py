@@ -22,7 +22,8 @@ from storage_guard.recording import record_alias
 
 logger = logging.getLogger("storage_guard")
 
-RESOLVED = (Status.SUCCEEDED, Status.RECOVERED, Status.REJECTED, Status.ABANDONED)
+RESOLVED = (Status.SUCCEEDED, Status.RECOVERED, Status.REJECTED, Status.ABANDONED,
+            Status.CANCELLED)
 BATCH_SIZE = 1000
 
 

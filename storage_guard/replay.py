@@ -30,13 +30,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from django.core.files.storage import InvalidStorageError, storages
+from django.core.files.storage import InvalidStorageError
 from django.db import transaction
 from django.utils import timezone
 
 from storage_guard import stash
 from storage_guard.classification import Classification, classify
 from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend, Status
+from storage_guard.rebuild import storage_for
 from storage_guard.recording import record_alias
 from storage_guard.retry import AttemptInfo
 
@@ -80,6 +81,7 @@ class ItemResult:
     reason: str = ""
     attempts: int = 0
     next_probe_in: float | None = None  # set when an open circuit cut this delivery short
+    undeliverable: bool = False  # skipped because no storage can ever deliver it
 
 
 @dataclass
@@ -229,10 +231,13 @@ def replay_record(record: SaveAttempt, *, via: str, probe: bool = False) -> Item
     With ``probe`` the delivery is sent even if the storage's circuit is open (an operator's
     first delivery). A delivery the open circuit refused outright leaves the record untouched.
     """
-    reason = _why_skip(record)
+    undeliverable = _storage_problem(record)
+    reason = undeliverable or _why_skip(record)
     if reason:
-        return _skipped(record, reason)
-    storage = storages[record.storage_alias]
+        item = _skipped(record, reason)
+        item.undeliverable = bool(undeliverable)
+        return item
+    storage = storage_for(record)
     with storage.breaker.operator_probe() if probe else contextlib.nullcontext():
         outcome = storage.redeliver(record)
     next_probe_in = outcome.refused.retry_after if outcome.refused is not None else None
@@ -260,13 +265,20 @@ def _deliver_outcome(storage, record: SaveAttempt, outcome, via: str) -> ItemRes
     return _mark_failed(record, outcome, log)
 
 
-def _why_skip(record: SaveAttempt) -> str:
+def _storage_problem(record: SaveAttempt) -> str:
+    """Why no storage can deliver ``record`` ("" when one can)."""
     try:
-        storage = storages[record.storage_alias]
-    except InvalidStorageError:
-        return f"storage alias {record.storage_alias!r} is not in settings.STORAGES"
+        storage = storage_for(record)
+    except InvalidStorageError as exc:
+        if record.storage_alias:
+            return f"storage alias {record.storage_alias!r} is not in settings.STORAGES"
+        return f"undeliverable: {exc}"
     if not hasattr(storage, "redeliver"):
         return f"storage {record.storage_alias!r} is not a GuardedS3Storage"
+    return ""
+
+
+def _why_skip(record: SaveAttempt) -> str:
     newer = (SaveAttempt.objects.using(record_alias()).for_key(record.key)
              .filter(created_at__gt=record.created_at,
                      status__in=(Status.SUCCEEDED, Status.RECOVERED))

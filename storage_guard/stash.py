@@ -16,9 +16,10 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
-from storage_guard.models import SaveAttempt, StashBackend, StashedPayload
+from storage_guard.models import SaveAttempt, StashBackend, StashedPayload, Status
 from storage_guard.payload import Payload
-from storage_guard.recording import record_alias
+from storage_guard.recording import bounded, record_alias
+from storage_guard.spool import SpooledSave
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ def read(record: SaveAttempt) -> bytes:
     raise FileNotFoundError(f"save attempt {record.pk} has no stashed bytes")
 
 
-def open_file(record: SaveAttempt) -> File:
-    return ContentFile(read(record), name=record.name)
+def open_file(record) -> File:
+    """The stashed bytes of a record, or of a save still in the last-resort spool."""
+    data = record.data if isinstance(record, SpooledSave) else read(record)
+    return ContentFile(data, name=record.name)
 
 
 def free(record: SaveAttempt) -> None:
@@ -64,7 +67,36 @@ def free(record: SaveAttempt) -> None:
     record.stash_backend, record.stash_location = StashBackend.NONE, ""
 
 
+def location_exists(location: str) -> bool:
+    """Whether a stash-storage file (``"<alias>:<name>"``) is still there."""
+    alias, name = location.split(":", 1)
+    return storages[alias].exists(name)
+
+
 def find_pending(key: str) -> SaveAttempt | None:
     """The newest unresolved, stashed save of ``key`` (what a deferred read serves)."""
-    return (SaveAttempt.objects.using(record_alias()).unresolved().for_key(key)
-            .exclude(stash_backend=StashBackend.NONE).order_by("-created_at").first())
+    alias = record_alias()
+    with bounded(alias):
+        return (SaveAttempt.objects.using(alias).unresolved().for_key(key)
+                .exclude(stash_backend=StashBackend.NONE).order_by("-created_at").first())
+
+
+def cancel_pending(key: str) -> list[int]:
+    """Resolve every unresolved save of ``key`` as ``cancelled`` and free its stash.
+
+    Called when the name is deleted: a deferred or failed save delivered after the delete
+    would bring the deleted file back. Returns the ids of the cancelled records.
+    """
+    from django.db import transaction
+    from django.utils import timezone
+
+    alias = record_alias()
+    with bounded(alias), transaction.atomic(using=alias):
+        records = list(SaveAttempt.objects.using(alias).unresolved().for_key(key)
+                       .select_for_update())
+        for record in records:
+            if record.has_stash:
+                free(record)
+        SaveAttempt.objects.using(alias).filter(pk__in=[r.pk for r in records]).update(
+            status=Status.CANCELLED, next_retry_at=None, updated_at=timezone.now())
+    return [record.pk for record in records]

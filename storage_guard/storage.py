@@ -8,6 +8,7 @@ arrive, stash them so that nothing is lost.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from contextvars import ContextVar
 from functools import cached_property
@@ -17,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
-from storage_guard import conf, keys, presets, recording, stash
+from storage_guard import conf, keys, presets, rebuild, recording, spool, stash
 from storage_guard.breaker import CircuitBreaker
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import Status
@@ -26,6 +27,8 @@ from storage_guard.observe import SaveTrace
 from storage_guard.payload import Payload
 from storage_guard.retry import Outcome, RetryPolicy, call_with_retries
 from storage_guard.timeouts import AttemptTimeouts, ClientSet, TimeoutRule
+
+logger = logging.getLogger("storage_guard")
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
@@ -61,6 +64,7 @@ class GuardedS3Storage(S3Storage):
         # the storage's own preset fills in what its options leave out (storage_guard.presets)
         super().__init__(**{**(presets.option_values(preset) if preset else {}), **settings})
         self._validate_options()
+        self._find_alias(settings)
         self.client_config = self.client_config.merge(Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
@@ -73,6 +77,14 @@ class GuardedS3Storage(S3Storage):
             if value not in choices:
                 raise ImproperlyConfigured(
                     f"GuardedS3Storage option {name.lower()}={value!r} must be one of {choices}")
+
+    def _find_alias(self, options: dict) -> None:
+        """Name this storage by its ``STORAGES`` alias, or describe it for replay (no secrets)."""
+        self.storage_spec = None
+        if not self.alias:
+            self.alias = rebuild.configured_alias(type(self), options) or None
+        if not self.alias:
+            self.storage_spec = rebuild.describe(type(self), options)
 
     # ----------------------------------------------------------------- configuration
     @cached_property
@@ -177,9 +189,11 @@ class GuardedS3Storage(S3Storage):
             if outcome.ok:
                 self._record_success(name, params, outcome, trace)
                 return name
-            record = self._record_failure(name, payload, params, outcome, trace)
+            record, entry = self._record_failure(name, payload, params, outcome, trace)
         finally:
             payload.close()
+        if record is None:
+            return self._finish_spooled(name, entry, payload.size, outcome, trace)
         return self._finish_failure(name, record, outcome)
 
     def _read_payload(self, content, params) -> Payload:
@@ -223,11 +237,25 @@ class GuardedS3Storage(S3Storage):
         self._schedule_retry(record)
         if self.on_failure == "defer":
             return name
+        raise self._save_failed(outcome, record_id=record.pk, key=record.key, size=record.size)
+
+    def _save_failed(self, outcome: Outcome, **context) -> SaveFailed:
         result = outcome.classification
-        raise SaveFailed(result.message or str(outcome.error), code=result.code,
-                         transient=result.transient, category=result.category,
-                         attempts=outcome.attempt_count, record_id=record.pk, key=record.key,
-                         size=record.size) from outcome.error
+        failure = SaveFailed(result.message or str(outcome.error), code=result.code,
+                             transient=result.transient, category=result.category,
+                             attempts=outcome.attempt_count, **context)
+        failure.__cause__ = outcome.error
+        return failure
+
+    def _finish_spooled(self, name: str, entry: str, size: int, outcome: Outcome,
+                        trace: SaveTrace) -> str:
+        """No record: ``defer`` still returns the name when the spool kept the bytes; otherwise
+        (and when even the spool failed) the caller gets ``SaveFailed``, never a database error.
+        """
+        if entry and self.on_failure == "defer":
+            return name
+        raise self._save_failed(outcome, record_id=None, key=trace.key, size=size,
+                                spool_entry=entry, kept=bool(entry))
 
     def _schedule_retry(self, record) -> None:
         if conf.get("RETRY_WITH_TASKS"):
@@ -242,7 +270,7 @@ class GuardedS3Storage(S3Storage):
             "storage_alias": trace.storage_alias, "bucket": self.bucket_name or "", "name": name,
             "key": trace.key, "key_bytes": trace.key_bytes, "size": trace.size,
             "sha256": trace.sha256, "content_type": trace.content_type[:255],
-            "write_params": params or {},
+            "write_params": params or {}, "storage_spec": self.storage_spec,
         }
 
     def _record_success(self, name, params, outcome: Outcome, trace: SaveTrace) -> None:
@@ -258,11 +286,11 @@ class GuardedS3Storage(S3Storage):
         trace.succeeded(outcome)
 
     def _record_failure(self, name, payload, params, outcome: Outcome, trace: SaveTrace):
+        """``(record, "")`` with the bytes stashed; ``(None, spool entry id)`` when the record or
+        stash could not be written and the bytes went to the last-resort spool (``""``: lost)."""
         result = outcome.classification
-        plan = stash.stash(payload, stash_storage=self.stash_storage,
-                           db_max_bytes=self.stash_db_max_bytes)
         status = Status.DEFERRED if self.on_failure == "defer" else Status.FAILED
-        record = recording.insert_failure({
+        fields = {
             **self._base_fields(name, trace, params), "status": status,
             "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
             "error_code": result.code, "error_category": result.category,
@@ -270,12 +298,36 @@ class GuardedS3Storage(S3Storage):
             "error_response": result.response, "request_id": result.request_id[:128],
             "host_id": result.host_id[:256],
             "attempt_log": [a.as_dict() for a in outcome.attempts],
-            "stash_backend": plan.backend, "stash_location": plan.location,
-        }, plan.db_bytes)
+        }
+        try:
+            plan = stash.stash(payload, stash_storage=self.stash_storage,
+                               db_max_bytes=self.stash_db_max_bytes)
+            # A stash file already written is named in the spool entry: never an orphan.
+            fields.update(stash_backend=plan.backend, stash_location=plan.location)
+            record = recording.insert_failure(dict(fields), plan.db_bytes)
+        except Exception as exc:  # noqa: BLE001 - the database (or stash) failed: spool the bytes
+            trace.record_failed(exc)
+            return None, self._spool(payload, fields, trace)
         trace.record_id = record.pk
         _last_record.set(record)
         trace.stashed(outcome, status)
-        return record
+        return record, ""
+
+    def _spool(self, payload: Payload, fields: dict, trace: SaveTrace) -> str:
+        """Write the last-resort spool entry; its id, or "" when the bytes could not be kept."""
+        try:
+            entry = spool.write(payload, fields, stash_options={
+                "stash_storage": self.stash_storage, "stash_db_max_bytes": self.stash_db_max_bytes})
+        except OSError as exc:
+            logger.critical("save_lost %s: no record, no stash and no spool entry could be "
+                            "written; the bytes are not kept: %s", trace.short_key, exc,
+                            extra=trace.fields(event="save_lost", error_code=type(exc).__name__))
+            return ""
+        logger.error("save_spooled %s: the record could not be written; bytes kept in the "
+                     "last-resort spool as entry %s (recorded by retry_failed_saves once the "
+                     "database is back)", trace.short_key, entry,
+                     extra=trace.fields(event="save_spooled", spool_entry=entry))
+        return entry
 
     def _record_rejection(self, name, exc: SaveRejected, *, payload=None, params=None) -> None:
         key = exc.context.get("key") or self._normalize_name(clean_name(name))
@@ -361,10 +413,36 @@ class GuardedS3Storage(S3Storage):
 
     def delete(self, name):
         key = self._normalize_name(clean_name(name))
+        self._cancel_pending(key)
         return self._run("delete", key, lambda: super(GuardedS3Storage, self).delete(name))
 
+    def _cancel_pending(self, key: str) -> None:
+        """A deleted name's pending saves are cancelled, so no retry brings the file back."""
+        try:
+            cancelled = stash.cancel_pending(key)
+        except Exception as exc:  # noqa: BLE001 - the delete itself must still happen
+            logger.error("delete_not_cancelled %s: pending saves of this key could not be "
+                         "cancelled (%s); a retry may bring the file back", key,
+                         type(exc).__name__, extra={"event": "delete_not_cancelled",
+                                                    "error_code": type(exc).__name__})
+            cancelled = []
+        dropped = spool.cancel(key)
+        if cancelled or dropped:
+            logger.warning("save_cancelled %s: deleted with %s pending save(s) (records %s)",
+                           key, len(cancelled) + dropped, cancelled, extra={
+                               "event": "save_cancelled", "record_ids": cancelled,
+                               "spool_entries": dropped})
+
     def _pending(self, key: str, mode: str = "rb"):
-        """A deferred save's record, when reads of ``key`` should be served from the stash."""
+        """A deferred save's record, when reads of ``key`` should be served from the stash (or
+        from the last-resort spool, for a save not recorded yet)."""
         if self.on_failure != "defer" or "w" in mode:
             return None
-        return stash.find_pending(key)
+        try:
+            record = stash.find_pending(key)
+        except Exception as exc:  # noqa: BLE001 - a read falls back to plain S3 behaviour
+            logger.warning("pending_lookup_failed %s: %s", key, type(exc).__name__,
+                           extra={"event": "pending_lookup_failed",
+                                  "error_code": type(exc).__name__})
+            record = None
+        return record or spool.find(key)

@@ -29,7 +29,7 @@ from datetime import timedelta
 from django.db import connections
 from django.utils import timezone
 
-from storage_guard import conf, replay
+from storage_guard import conf, replay, spool
 from storage_guard.classification import data_dependent
 from storage_guard.models import UNRESOLVED, SaveAttempt
 from storage_guard.recording import record_alias, update_attempt
@@ -48,6 +48,7 @@ logger = logging.getLogger("storage_guard")
 @task(backend=conf.get("TASK_BACKEND"), queue_name=conf.get("TASK_QUEUE"))
 def retry_save(record_id: int) -> dict:
     """Replay one stashed save; schedule the next round if it fails again."""
+    spool.ingest()  # saves kept on this machine while the database was out get records first
     result = replay.replay_ids([record_id], via="task")
     if result.failed or result.circuit_open:  # refused by the open circuit: try again later
         record = SaveAttempt.objects.using(record_alias()).filter(pk=record_id).first()

@@ -75,6 +75,8 @@ STORAGES = {
 STATIC_URL = "/static/"
 
 STORAGE_GUARD = {
+    # The last-resort spool of this test session only (the default is per user and database).
+    "LAST_RESORT_DIR": tempfile.mkdtemp(prefix="storage-guard-spool-"),
     "CONNECT_TIMEOUT": 1.0,
     "READ_TIMEOUT": 2.0,
     "RETRY_DEADLINE": 10.0,

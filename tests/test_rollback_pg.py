@@ -78,4 +78,7 @@ def test_success_records_skip_the_wal_flush_failure_records_do_not(guarded_stora
         insert_failure({"name": "n", "key": "n", "key_bytes": 1, "status": Status.FAILED}, b"x")
     finally:
         records.execute_wrappers.pop()
-    assert seen[0] == "SET LOCAL synchronous_commit TO on"
+    # Durability back on, and the server's own time bound, for this transaction only.
+    assert seen[0].startswith("SELECT set_config('synchronous_commit', 'on', true)")
+    assert "set_config('statement_timeout', %s, true)" in seen[0]
+    assert "set_config('lock_timeout', %s, true)" in seen[0]

@@ -1,8 +1,9 @@
 """``manage.py retry_failed_saves``: deliver stashed saves again (see ``docs/commands.md``).
 
 Thin: parses arguments, calls ``storage_guard.replay`` (which the admin action and the retry
-task call too), reports counts. Exit status: 0 all delivered, 1 some still failing, 2 usage error,
-3 the circuit is open: the run's probe failed and it stopped early, leaving records untouched.
+task call too), reports counts. Exit status: 0 all delivered, 1 some still failing or some
+that can never be delivered, 2 usage error, 3 the circuit is open: the run's probe failed and it
+stopped early, leaving records untouched.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from storage_guard import clock, replay
+from storage_guard import clock, replay, spool
 from storage_guard.management.arguments import age, whole_number
 
 CIRCUIT_OPEN_EXIT = 3
@@ -42,6 +43,7 @@ class Command(BaseCommand):
                                      older_than=options["older_than"], storage_alias=alias)
         if options["dry_run"]:
             return self.dry_run(selection, as_json=options["json"])
+        self.ingest_spool(quiet=options["json"])
         progress = Progress(self.stdout, total=replay.count(selection)) \
             if self.stdout.isatty() and not options["json"] else None
         result = replay.replay(selection, via="command",
@@ -53,6 +55,17 @@ class Command(BaseCommand):
             raise CommandError(result.circuit_line(), returncode=CIRCUIT_OPEN_EXIT)
         if result.failed:
             raise CommandError(f"{result.failed} save(s) still failing", returncode=1)
+        undeliverable = sum(1 for item in result.items if item.undeliverable)
+        if undeliverable:
+            raise CommandError(f"{undeliverable} save(s) skipped that can never be delivered: "
+                               f"no storage can be built for them (see the lines above); "
+                               f"fix their storage or abandon them", returncode=1)
+
+    def ingest_spool(self, *, quiet: bool) -> None:
+        """Record the saves the last-resort spool kept while the database was out."""
+        ingested = spool.ingest()
+        if (ingested.recorded or ingested.failed) and not quiet:
+            self.stdout.write(ingested.summary())
 
     def dry_run(self, selection, *, as_json: bool) -> None:
         records = replay.pending(selection)
@@ -66,6 +79,10 @@ class Command(BaseCommand):
             self.stdout.write(f"would replay #{r.pk} {r.status} {r.error_code or '-'} "
                               f"{clock.when(r.created_at)} {r.key}")
         self.stdout.write(f"{len(records)} save(s) would be replayed (dry run: nothing sent)")
+        waiting = len(spool.entries())
+        if waiting:
+            self.stdout.write(f"{waiting} save(s) wait in the last-resort spool (recorded and "
+                              f"replayed by a run without --dry-run)")
 
     def report(self, result: replay.ReplayResult, *, as_json: bool) -> None:
         if as_json:

@@ -305,6 +305,12 @@ class SeaweedServer:
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume.grpc']}",
             "-volume.preStopSeconds=0",
+            # Every test bucket is a collection that grows volumes of its own; the automatic
+            # limit (free disk / volume size) can run out mid-suite ("No writable volumes and
+            # no free volumes left", answered as InternalError). Volumes are not preallocated,
+            # so a high count costs no disk.
+            "-volume.max=2000",
+            "-master.volumeSizeLimitMB=64",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer.grpc']}",
             f"-s3.port={p['s3']}",

@@ -42,6 +42,11 @@ DEFAULTS: dict[str, object] = {
     "SPOOL_MAX_MEMORY": 5 * MB,
     "DATABASE_ALIAS": "default",
     "INDEPENDENT_CONNECTION": True,
+    "RECORD_SUCCESSES": "all",
+    "RECORD_SAMPLE_RATE": 0.01,
+    "RECORD_WRITER": "background",
+    "RECORD_QUEUE_SIZE": 10_000,
+    "RECORD_BATCH_SIZE": 500,
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,

@@ -86,3 +86,13 @@ def update_attempt(record: SaveAttempt, **fields) -> None:
     for name, value in fields.items():
         setattr(record, name, value)
     SaveAttempt.objects.using(record_alias()).filter(pk=record.pk).update(**fields)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Write the success records this process has queued (``record_writer``); False on timeout.
+
+    For tests, and for code that reads records it has just caused in the same process.
+    """
+    from storage_guard import record_writer
+
+    return record_writer.flush(timeout)

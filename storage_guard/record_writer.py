@@ -103,7 +103,7 @@ class RecordWriter:
         self.batch_size = conf.get("RECORD_BATCH_SIZE")
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
-        self.written = self.lost = self.written_inline = 0
+        self.written = self.lost = self.written_inline = self.batches = 0
 
     # ------------------------------------------------------------- the caller's side
     def submit(self, fields: dict) -> SaveAttempt | None:
@@ -194,6 +194,7 @@ class RecordWriter:
         records = [item for item in batch if item is not _STOP]
         try:
             written = self._insert(records) if records else 0
+            self.batches += bool(records)
         finally:
             for _item in batch:
                 self.queue.task_done()

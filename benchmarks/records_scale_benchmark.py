@@ -12,10 +12,12 @@ never the shared test database) and migrates ``storage_guard`` into it.
 
 ``measure`` tops the table up to ``--rows`` rows of first-try successes (one
 ``INSERT … SELECT … FROM generate_series`` per million, timed), prints the table and index
-bytes, then times ``--inserts`` single-row inserts through the real record path
+bytes, then times inserts into the filled table against an empty copy of it (``CREATE TABLE …
+(LIKE … INCLUDING ALL)``: the same columns and indexes), interleaved rep by rep with the order
+alternating: ``--inserts`` records one per commit through the synchronous path
 (``recording.insert_attempt`` on the record alias: autocommit, ``synchronous_commit=off``) and
-the same number through the background writer's path (``bulk_create`` in batches), and
-deletes those rows again so that the table stays at ``--rows``.
+four times as many through the background writer's path (``record_writer.insert_many``,
+``--batch`` per commit). The inserted rows are deleted again, so the table stays at ``--rows``.
 
 ``purge`` runs an inserter thread (the real record path, one row at a time, as a web process
 would) for a baseline period, then again while ``storage_guard.purge.purge`` deletes every filled
@@ -31,11 +33,13 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1_000_000
+EMPTY_TABLE = "sg_bench_empty"
 
 FILL_SQL = """
 INSERT INTO storage_guard_saveattempt (
@@ -133,7 +137,21 @@ def success_fields(number: int) -> dict:
             "status": "succeeded", "attempts": 1, "duration_ms": 42.0, "attempt_log": []}
 
 
-def time_single_inserts(n: int) -> list[float]:
+@contextmanager
+def table(name: str):
+    """Point the SaveAttempt model at another table with the same columns and indexes."""
+    from storage_guard.models import SaveAttempt
+
+    meta = SaveAttempt._meta
+    original, meta.db_table = meta.db_table, name
+    try:
+        yield
+    finally:
+        meta.db_table = original
+
+
+def time_single_inserts(n: int) -> float:
+    """Median seconds of one record written by itself (the synchronous path): autocommit."""
     from storage_guard import recording
 
     timings = []
@@ -141,31 +159,29 @@ def time_single_inserts(n: int) -> list[float]:
         started = time.perf_counter()
         recording.insert_attempt(**success_fields(number))
         timings.append(time.perf_counter() - started)
-    return timings
+    return statistics.median(timings)
 
 
 def time_batched_inserts(n: int, batch: int) -> float:
-    from storage_guard import recording
-    from storage_guard.models import SaveAttempt, key_digest
+    """Seconds per record written by the background writer's path, ``batch`` per commit."""
+    from storage_guard.record_writer import insert_many
 
-    alias = recording.record_alias()
     started = time.perf_counter()
     for first in range(0, n, batch):
-        records = [SaveAttempt(key_digest=key_digest(f["key"]), **f)
-                   for f in map(success_fields, range(first, min(first + batch, n)))]
-        SaveAttempt.objects.using(alias).bulk_create(records)
+        insert_many([success_fields(number) for number in range(first, min(first + batch, n))])
     return (time.perf_counter() - started) / n
 
 
 def remove_bench_inserts() -> None:
-    sql("DELETE FROM storage_guard_saveattempt WHERE name LIKE 'uploads/2026/11/27/bench-%%'")
+    for name in ("storage_guard_saveattempt", EMPTY_TABLE):
+        sql(f"DELETE FROM {name} WHERE name LIKE 'uploads/2026/11/27/bench-%%'")
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
-def measure(rows: int, inserts: int, batch: int) -> None:
+def measure(rows: int, inserts: int, batch: int, reps: int) -> None:
     top_up(rows)
     found = sizes()
     million = max(rows, 1) / 1_000_000
@@ -178,17 +194,28 @@ def measure(rows: int, inserts: int, batch: int) -> None:
               f"{found['total'] / million / 2**20:.1f} MiB")
         for name, size in found["per_index"]:
             print(f"  {name}: {size / million / 2**20:.1f} MiB per million rows")
-    time_single_inserts(50)  # warm up the connection and the code path
-    reps = []
-    for _rep in range(3):
-        single = time_single_inserts(inserts)
-        batched = time_batched_inserts(inserts, batch)
-        reps.append((statistics.median(single), statistics.mean(single), batched))
+    compare_inserts(rows, inserts, batch, reps)
+
+
+def compare_inserts(rows: int, inserts: int, batch: int, reps: int) -> None:
+    """Insert cost into the filled table against an empty copy, interleaved rep by rep."""
+    sql(f"DROP TABLE IF EXISTS {EMPTY_TABLE}")
+    sql(f"CREATE TABLE {EMPTY_TABLE} (LIKE storage_guard_saveattempt INCLUDING ALL)")
+    arms = {"empty": EMPTY_TABLE, "filled": "storage_guard_saveattempt"}
+    results = {(arm, kind): [] for arm in arms for kind in ("single", "batched")}
+    for rep in range(reps):
+        for arm in (list(arms) if rep % 2 == 0 else list(arms)[::-1]):
+            with table(arms[arm]):
+                results[arm, "single"].append(time_single_inserts(inserts))
+                results[arm, "batched"].append(time_batched_inserts(inserts * 4, batch))
     remove_bench_inserts()
-    median_of = [statistics.median(values) for values in zip(*reps, strict=True)]
-    print(f"single-row insert (insert_attempt): median {ms(median_of[0])}, "
-          f"mean {ms(median_of[1])} per save")
-    print(f"batched insert (bulk_create x{batch}): {ms(median_of[2])} per save")
+    sql(f"DROP TABLE {EMPTY_TABLE}")
+    for kind, label in (("single", "one record per commit (insert_attempt)"),
+                        ("batched", f"background writer's batches of {batch} (insert_many)")):
+        empty = statistics.median(results["empty", kind])
+        filled = statistics.median(results["filled", kind])
+        print(f"{label}: empty table {ms(empty)}, {rows:,} rows {ms(filled)} per record, "
+              f"ratio {filled / empty:.2f}")
 
 
 class Inserter(threading.Thread):
@@ -256,15 +283,16 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     measure_parser = sub.add_parser("measure")
     measure_parser.add_argument("--rows", type=int, required=True)
-    measure_parser.add_argument("--inserts", type=int, default=1000)
-    measure_parser.add_argument("--batch", type=int, default=200)
+    measure_parser.add_argument("--inserts", type=int, default=200)
+    measure_parser.add_argument("--batch", type=int, default=100)
+    measure_parser.add_argument("--reps", type=int, default=5)
     purge_parser = sub.add_parser("purge")
     purge_parser.add_argument("--batch-size", type=int, default=1000)
     purge_parser.add_argument("--baseline", type=float, default=15.0)
     args = parser.parse_args()
     setup_django(os.environ.get("STORAGE_GUARD_BENCH_DB", "sg_perf"))
     if args.command == "measure":
-        measure(args.rows, args.inserts, args.batch)
+        measure(args.rows, args.inserts, args.batch, args.reps)
     else:
         measure_purge(args.batch_size, args.baseline)
     return 0

@@ -23,7 +23,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from storage_guard import record_writer, recording
+from storage_guard import checks, record_writer, recording
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
 
@@ -331,6 +331,30 @@ def test_failures_only_still_records_retried_successes_and_failures(
 
     recorded = dict(SaveAttempt.objects.values_list("name", "status"))
     assert recorded == {"quiet/retried.bin": Status.SUCCEEDED, "quiet/failed.bin": Status.FAILED}
+
+
+@pytest.mark.parametrize(("setting", "value", "expected"), [
+    ("RECORD_SUCCESSES", "failures", (
+        "storage_guard.E006", "STORAGE_GUARD['RECORD_SUCCESSES'] is 'failures'; it must be one "
+        "of ['all', 'sample', 'none'].", "Use one of ['all', 'sample', 'none'].")),
+    ("RECORD_WRITER", "thread", (
+        "storage_guard.E006", "STORAGE_GUARD['RECORD_WRITER'] is 'thread'; it must be one of "
+        "['background', 'inline'].", "Use one of ['background', 'inline'].")),
+    ("RECORD_SAMPLE_RATE", 5, (
+        "storage_guard.E002", "STORAGE_GUARD['RECORD_SAMPLE_RATE'] is 5; it must be a number "
+        "between 0 and 1.", "Set it to a number in settings.STORAGE_GUARD or the storage's "
+        "OPTIONS.")),
+    ("RECORD_QUEUE_SIZE", 0, (
+        "storage_guard.E003", "STORAGE_GUARD['RECORD_QUEUE_SIZE'] is 0; it must be at least 1.",
+        "Raise it to 1 or more.")),
+    ("RECORD_BATCH_SIZE", "500", (
+        "storage_guard.E002", "STORAGE_GUARD['RECORD_BATCH_SIZE'] is '500'; it must be a whole "
+        "number.", "Set it to a number in settings.STORAGE_GUARD or the storage's OPTIONS.")),
+])
+def test_record_settings_are_checked(settings, setting, value, expected):
+    assert checks.check_record_settings() == []
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, setting: value}
+    assert [(m.id, m.msg, m.hint) for m in checks.check_record_settings()] == [expected]
 
 
 # ----------------------------------------------------------------------- helpers

@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1_000_000
 EMPTY_TABLE = "sg_bench_empty"
 
@@ -64,32 +63,17 @@ FROM (
 
 
 def setup_django(database: str) -> None:
-    os.environ["PGDATABASE"] = database
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings_postgres")
-    sys.path.insert(0, str(ROOT))
-    _create_database(database)
-    import django
+    """``report_benchmark``'s set-up (its own database, created if missing), then migrate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import report_benchmark
     from django.conf import settings
 
-    django.setup()
+    report_benchmark.setup_django(database)
     # The production defaults: records on their own autocommit connection.
     settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "INDEPENDENT_CONNECTION": True}
     from django.core.management import call_command
 
     call_command("migrate", "storage_guard", verbosity=0)
-
-
-def _create_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    params = {"host": os.environ.get("PGHOST", "127.0.0.1"),
-              "port": os.environ.get("PGPORT", "5432"),
-              "user": os.environ.get("PGUSER", "postgres"), "dbname": "postgres"}
-    with psycopg.connect(**params, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def sql(query: str, params=None):
@@ -194,7 +178,8 @@ def time_batched_inserts(n: int, batch: int) -> float:
 
 def remove_bench_inserts() -> None:
     for name in ("storage_guard_saveattempt", EMPTY_TABLE):
-        sql(f"DELETE FROM {name} WHERE name LIKE 'uploads/2026/11/27/bench-%%'")
+        if sql("SELECT to_regclass(%s)", [name])[0][0]:
+            sql(f"DELETE FROM {name} WHERE name LIKE 'uploads/2026/11/27/bench-%%'")
 
 
 def ms(seconds: float) -> str:
@@ -278,24 +263,32 @@ def summary(timings: list[float]) -> str:
             f"p99 {ms(p99)}, max {ms(ordered[-1])}")
 
 
-def measure_purge(batch_size: int, baseline: float) -> None:
+def measure_purge(batch_size: int, baseline: float, purge_rows: int | None) -> None:
+    """Purge the oldest ``purge_rows`` rows (all filled rows by default) under an inserter."""
     from storage_guard import purge
 
     rows = row_count()
+    older_than = timedelta(days=30)
+    if purge_rows is not None and purge_rows < rows:  # a cut-off just after the N-th oldest row
+        from django.utils import timezone
+
+        nth = sql("SELECT created_at FROM storage_guard_saveattempt ORDER BY created_at "
+                  "OFFSET %s LIMIT 1", [purge_rows])[0][0]
+        older_than = timezone.now() - nth
     inserter = Inserter()
     inserter.start()
     before, _ = inserter.period(baseline)
     started = time.perf_counter()
-    during, result = inserter.period(during=lambda: purge.purge(timedelta(days=30),
+    during, result = inserter.period(during=lambda: purge.purge(older_than,
                                                                 batch_size=batch_size))
     elapsed = time.perf_counter() - started
     inserter.stopped.set()
     inserter.join()
-    remove_bench_inserts()
     print(f"purge of {result.deleted:,} of {rows:,} rows in {result.batches:,} batches of "
           f"{batch_size}: {elapsed:.1f} s ({result.deleted / elapsed:,.0f} rows/s)")
     print(f"inserts before purge: {summary(before)}")
-    print(f"inserts during purge: {summary(during)}")
+    print(f"inserts during purge: {summary(during)}", flush=True)
+    remove_bench_inserts()
 
 
 def main() -> int:
@@ -311,12 +304,14 @@ def main() -> int:
     purge_parser = sub.add_parser("purge")
     purge_parser.add_argument("--batch-size", type=int, default=1000)
     purge_parser.add_argument("--baseline", type=float, default=15.0)
+    purge_parser.add_argument("--rows", type=int, default=None,
+                              help="purge only the oldest ROWS rows (default: every filled row)")
     args = parser.parse_args()
     setup_django(os.environ.get("STORAGE_GUARD_BENCH_DB", "sg_perf"))
     if args.command == "measure":
         measure(args.rows, args.inserts, args.batch, args.reps, args.fast_fill)
     else:
-        measure_purge(args.batch_size, args.baseline)
+        measure_purge(args.batch_size, args.baseline, args.rows)
     return 0
 
 

@@ -26,6 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from storage_guard import checks, record_writer, recording
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from tests import db_triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -409,27 +410,5 @@ def held_records():
 
 @pytest.fixture
 def refusing_records():
-    """A real database error for unrecorded/ keys: a trigger, on PostgreSQL and on SQLite."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("""
-                CREATE OR REPLACE FUNCTION sg_refuse_record() RETURNS trigger AS $$
-                BEGIN
-                    IF NEW.key LIKE 'unrecorded/%' THEN
-                        RAISE EXCEPTION 'records refused for this test';
-                    END IF;
-                    RETURN NEW;
-                END $$ LANGUAGE plpgsql""")
-            cursor.execute("CREATE TRIGGER sg_refuse BEFORE INSERT ON storage_guard_saveattempt "
-                           "FOR EACH ROW EXECUTE FUNCTION sg_refuse_record()")
-        else:
-            cursor.execute("CREATE TRIGGER sg_refuse BEFORE INSERT ON storage_guard_saveattempt "
-                           "WHEN NEW.key LIKE 'unrecorded/%' "
-                           "BEGIN SELECT RAISE(ABORT, 'records refused for this test'); END")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER sg_refuse" + (" ON storage_guard_saveattempt"
-                                                   if connection.vendor == "postgresql" else ""))
-        if connection.vendor == "postgresql":
-            cursor.execute("DROP FUNCTION sg_refuse_record()")
-
+    with db_triggers.refusing_records():
+        yield

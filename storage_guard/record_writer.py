@@ -159,7 +159,10 @@ class RecordWriter:
         flushed = self.flush(timeout)
         thread = self.thread
         if thread is not None and thread.is_alive() and self.pid == os.getpid():
-            self.queue.put(_STOP)
+            try:
+                self.queue.put(_STOP, timeout=timeout)
+            except queue.Full:  # saves keep coming: the daemon thread ends with the process
+                return False
             thread.join(timeout)
         return flushed
 

@@ -201,6 +201,29 @@ def test_a_database_error_in_the_writer_loses_no_save_and_is_logged(
     assert [r.records_lost for r in lost] == [1]
 
 
+@pytest.mark.postgres
+@on_postgres
+def test_a_connection_the_server_closed_is_replaced_and_the_batch_retried(background_writer,
+                                                                          side_connection):
+    writer = background_writer()
+    writer.submit(fields("reconnect/0"))
+    assert writer.flush(timeout=30)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mine = cursor.fetchone()[0]
+    killed = side_connection.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)",
+        [mine]).fetchone()[0]
+    assert killed == 1  # the writer's connection, idle between batches
+
+    writer.submit(fields("reconnect/1"))
+
+    assert writer.flush(timeout=30)
+    assert (writer.written, writer.lost) == (2, 0)
+    assert names("reconnect/") == ["reconnect/0", "reconnect/1"]
+
+
 def test_failures_are_written_at_once_whatever_the_writer(guarded_storage_factory,
                                                           fault_proxy, background_writer):
     background_writer(RECORD_SUCCESSES="none")

@@ -41,12 +41,9 @@ from pathlib import Path
 CHUNK = 1_000_000
 EMPTY_TABLE = "sg_bench_empty"
 
+# The SELECT lists the model's columns in field order (created_at, updated_at, … next_retry_at).
 FILL_SQL = """
-INSERT INTO storage_guard_saveattempt (
-    created_at, updated_at, storage_alias, bucket, operation, name, key, key_digest, key_bytes,
-    size, content_type, sha256, status, attempts, error_code, error_category, transient,
-    error_message, error_response, attempt_log, request_id, host_id, duration_ms,
-    write_params, stash_backend, stash_location, recovered_at, next_retry_at)
+INSERT INTO storage_guard_saveattempt ({columns})
 SELECT created, created, 'default', 'media', 'save', name, 'media/' || name,
        encode(sha256(convert_to('media/' || name, 'UTF8')), 'hex'),
        octet_length(name) + 6, size, 'image/jpeg',
@@ -109,7 +106,7 @@ def top_up(rows: int, fast: bool = False) -> None:
     while present < rows:
         chunk = min(CHUNK, rows - present)
         started = time.perf_counter()
-        sql(FILL_SQL, [present + 1, present + chunk])
+        sql(FILL_SQL.replace("{columns}", model_columns()), [present + 1, present + chunk])
         present += chunk
         print(f"filled {present:,} rows (+{chunk:,} in {time.perf_counter() - started:.1f} s)",
               flush=True)
@@ -120,6 +117,13 @@ def top_up(rows: int, fast: bool = False) -> None:
         print(f"rebuilt {len(indexes)} indexes in {time.perf_counter() - started:.1f} s "
               "(built by sort: more compact than grown row by row)", flush=True)
     sql("VACUUM ANALYZE storage_guard_saveattempt")
+
+
+def model_columns() -> str:
+    from storage_guard.models import SaveAttempt
+
+    return ", ".join(field.column for field in SaveAttempt._meta.concrete_fields
+                     if not field.primary_key)
 
 
 def sizes() -> dict:

@@ -523,3 +523,34 @@ def _last_resort_dir() -> list[checks.CheckMessage]:
         return []  # turned off on purpose (documented)
     reason = spool.problem()
     return [_warning("LAST_RESORT_DIR_UNUSABLE", reason=reason)] if reason else []
+
+
+# --- Success records (record_writer) ---------------------------------------------------------
+
+RECORD_CHOICES = {"RECORD_SUCCESSES": ("all", "sample", "none"),
+                  "RECORD_WRITER": ("background", "inline")}
+RECORD_MINIMUMS = {"RECORD_QUEUE_SIZE": 1, "RECORD_BATCH_SIZE": 1}
+
+
+@checks.register(TAG)
+def check_record_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """E006 for the record modes, E002/E003 for the sample rate and the writer's sizes."""
+    try:
+        config = conf.get_config()
+    except ImproperlyConfigured:
+        return []  # reported by check_options
+    found = [_error("OPTION_CHOICE", where=_where(key.lower(), None), value=config[key],
+                    choices=list(choices))
+             for key, choices in RECORD_CHOICES.items() if config[key] not in choices]
+    for key, minimum in RECORD_MINIMUMS.items():
+        if not _is_int(config[key]):
+            found.append(_error("OPTION_TYPE", where=_where(key.lower(), None),
+                                value=config[key], kind="a whole number"))
+        elif config[key] < minimum:
+            found.append(_error("OPTION_MINIMUM", where=_where(key.lower(), None),
+                                value=config[key], minimum=minimum))
+    rate = config["RECORD_SAMPLE_RATE"]
+    if not _is_number(rate) or not 0 <= rate <= 1:
+        found.append(_error("OPTION_TYPE", where=_where("record_sample_rate", None), value=rate,
+                            kind="a number between 0 and 1"))
+    return found

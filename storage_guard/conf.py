@@ -48,6 +48,11 @@ DEFAULTS: dict[str, object] = {
     "RECORD_CONNECT_TIMEOUT": 2.0,
     "RECORD_STATEMENT_TIMEOUT": 3.0,
     "LAST_RESORT_DIR": None,  # None: <temp dir>/storage_guard-spool-<uid>-<db>; "" = off
+    "RECORD_SUCCESSES": "all",
+    "RECORD_SAMPLE_RATE": 0.01,
+    "RECORD_WRITER": "background",
+    "RECORD_QUEUE_SIZE": 10_000,
+    "RECORD_BATCH_SIZE": 500,
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,

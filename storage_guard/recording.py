@@ -253,3 +253,13 @@ class Watchdog:
 
 
 WATCHDOG = Watchdog()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Write the success records this process has queued (``record_writer``); False on timeout.
+
+    For tests, and for code that reads records it has just caused in the same process.
+    """
+    from storage_guard import record_writer
+
+    return record_writer.flush(timeout)

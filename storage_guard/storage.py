@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
-from storage_guard import conf, keys, presets, rebuild, recording, spool, stash
+from storage_guard import conf, keys, presets, rebuild, record_writer, recording, spool, stash
 from storage_guard.breaker import CircuitBreaker
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import Status
@@ -172,7 +172,8 @@ class GuardedS3Storage(S3Storage):
         """
         token = _last_record.set(None)
         try:
-            saved = self.save(name, content, max_length=max_length)
+            with record_writer.written_now():  # the success record too, so it has its pk
+                saved = self.save(name, content, max_length=max_length)
             return saved, _last_record.get()
         finally:
             _last_record.reset(token)
@@ -274,13 +275,17 @@ class GuardedS3Storage(S3Storage):
         }
 
     def _record_success(self, name, params, outcome: Outcome, trace: SaveTrace) -> None:
+        # Queued for record_writer's background thread unless the caller needs it now.
+        if not record_writer.wants_success_record(outcome.attempt_count):
+            return trace.succeeded(outcome)
         try:
-            record = recording.insert_attempt(
-                **self._base_fields(name, trace, params), status=Status.SUCCEEDED,
-                attempts=outcome.attempt_count, duration_ms=outcome.duration_ms,
-                attempt_log=[a.as_dict() for a in outcome.attempts] if trace.attempts else [])
-            trace.record_id = record.pk
-            _last_record.set(record)
+            record = record_writer.write_success({
+                **self._base_fields(name, trace, params), "status": Status.SUCCEEDED,
+                "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
+                "attempt_log": [a.as_dict() for a in outcome.attempts] if trace.attempts else []})
+            if record is not None:
+                trace.record_id = record.pk
+                _last_record.set(record)
         except Exception as exc:  # noqa: BLE001 - a record must never fail a save that worked
             trace.record_failed(exc)
         trace.succeeded(outcome)

@@ -82,6 +82,9 @@ STORAGE_GUARD = {
     "RETRY_DEADLINE": 10.0,
     "BACKOFF_BASE": 0.01,
     "BACKOFF_CAP": 0.05,
+    # Success records written by the save itself, so a test reads them right after it (the
+    # background writer has its own tests, tests/test_record_writer.py).
+    "RECORD_WRITER": "inline",
 }
 
 LOGGING = {

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from storage_guard import purge
@@ -115,3 +118,39 @@ def test_usage_errors_exit_2(args, message):
          "--settings", "tests.settings"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+def test_batches_walk_forward_through_equal_and_later_timestamps(fault_proxy):
+    same, later = save_ok(5), save_ok(4)
+    age(same, days=41)  # five rows with one created_at: a batch boundary falls among them
+    age(later, days=40)
+
+    result = purge.purge(timedelta(days=30), batch_size=2, pause=0.001)
+
+    assert (result.deleted, result.batches) == (9, 5)
+    assert not SaveAttempt.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(connection.vendor != "postgresql",
+                    reason="runs in the PostgreSQL pass of .ci/run (needs row locks)")
+def test_purge_skips_a_record_another_transaction_holds_instead_of_waiting(fault_proxy):
+    ids = save_ok(4)
+    age(ids, days=40)
+    held = min(ids)
+    params = {k: v for k, v in connection.get_connection_params().items()
+              if k != "cursor_factory"}
+    with psycopg.connect(**params) as replay_worker:  # holds the row as a replay delivery does
+        replay_worker.execute("SELECT id FROM storage_guard_saveattempt WHERE id = %s "
+                              "FOR UPDATE", [held])
+        done = {}
+        runner = threading.Thread(target=lambda: done.update(
+            result=purge.purge(timedelta(days=30), batch_size=2)))
+        runner.start()
+        runner.join(120)  # a purge that waited for the lock would still be running
+        assert not runner.is_alive(), "purge waited for a row lock"
+        replay_worker.rollback()
+
+    assert done["result"].deleted == 3
+    assert list(SaveAttempt.objects.values_list("pk", flat=True)) == [held]
+    assert purge.purge(timedelta(days=30)).deleted == 1

@@ -17,7 +17,7 @@ from django.db import connection
 from storage_guard import sentry
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import SaveAttempt
-from tests import sentry_support
+from tests import db_triggers, sentry_support
 from tests.testbed.faultproxy import error
 
 sentry_events = sentry_support.sentry_events  # the fixture (an import would trip ruff's F811)
@@ -280,18 +280,5 @@ def test_a_record_that_cannot_be_written_is_a_breadcrumb_and_one_message(
 @pytest.fixture
 def refusing_records():
     """A real database failure: a trigger that refuses SaveAttempt rows for unrecorded/ keys."""
-    with connection.cursor() as cursor:
-        cursor.execute("""
-            CREATE OR REPLACE FUNCTION sg_refuse_record() RETURNS trigger AS $$
-            BEGIN
-                IF NEW.key LIKE 'unrecorded/%' THEN
-                    RAISE EXCEPTION 'records refused for this test';
-                END IF;
-                RETURN NEW;
-            END $$ LANGUAGE plpgsql""")
-        cursor.execute("CREATE TRIGGER sg_refuse BEFORE INSERT ON storage_guard_saveattempt "
-                       "FOR EACH ROW EXECUTE FUNCTION sg_refuse_record()")
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER sg_refuse ON storage_guard_saveattempt")
-        cursor.execute("DROP FUNCTION sg_refuse_record()")
+    with db_triggers.refusing_records():
+        yield

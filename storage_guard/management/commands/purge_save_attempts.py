@@ -24,13 +24,16 @@ class Command(BaseCommand):
                             help="also delete failed and deferred saves and their stashed bytes")
         parser.add_argument("--batch-size",
                             type=whole_number("--batch-size", 1, 100_000), default=purge.BATCH_SIZE)
+        parser.add_argument("--pause", type=float, default=0.0, metavar="SECONDS",
+                            help="sleep between batches (for replicas or a busy disk)")
         parser.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
     def handle(self, *args, **options):
         result = purge.purge(options["older_than"],
                              include_unresolved=options["include_unresolved"],
-                             batch_size=options["batch_size"], dry_run=options["dry_run"])
+                             batch_size=options["batch_size"], dry_run=options["dry_run"],
+                             pause=options["pause"])
         if options["json"]:
             self.stdout.write(json.dumps(result.as_dict(), indent=2))
             return

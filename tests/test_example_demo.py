@@ -42,7 +42,7 @@ def test_retry_worker_round_delivers_a_partial_result(client, example_app):  # n
     result = RetryWorker(interval=60).round()
 
     assert result.delivered == 1
-    status = client.get(f"/api/saves/{outcome['attempt_id']}/").json()
+    status = client.get(f"/api/saves/{outcome['status_token']}/").json()
     assert status["delivered"] is True and status["status"] == Status.RECOVERED
 
 

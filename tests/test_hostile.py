@@ -107,7 +107,7 @@ PARAMS = [
 def hostile_storage(guarded_storage_factory):
     """Five transient failures would open the breaker: low enough that any counted would."""
     return guarded_storage_factory(secret_key=SECRET, max_attempts=3, breaker_threshold=3,
-                                   breaker_cooldown=300)
+                                   breaker_window=0, breaker_cooldown=300)
 
 
 @pytest.fixture

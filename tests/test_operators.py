@@ -18,7 +18,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from storage_guard import circuits, clock, doctor, report
-from storage_guard.classification import Classification
 from storage_guard.models import SaveAttempt, StashedPayload, Status
 from tests.test_replay import read_default, stash_failed_saves
 
@@ -30,11 +29,10 @@ OPEN_LINE = re.compile(r"circuit for (\S+) OPEN since \d\d:\d\d:\d\d \S+ after (
 
 
 def open_circuit(storage=None):
-    """Open the storage's breaker the way saves do: ``threshold`` transient failures in a row."""
+    """Open the storage's breaker as a real outage leaves it: ``threshold`` failures counted."""
     breaker = (storage or storages["default"]).breaker
     breaker.reset()
-    for _ in range(breaker.threshold):
-        breaker.after_failure(Classification("ServiceUnavailable", True, "server"))
+    breaker.open(breaker.threshold)
     return breaker
 
 

@@ -342,4 +342,5 @@ def test_report_and_doctor_text_follow_the_language(guarded_storage_factory, clo
     assert text.startswith("storage_guard-Bericht: Speichervorgänge von ")
     assert "Speichervorgänge nach Status" in text and "erfolgreich" in text  # status label
     assert "Schutzschalter für" in text
-    assert lines[0].endswith("— OK") and lines[1].strip().startswith("Zeitlimits: Verbindung")
+    assert lines[0].endswith("— OK") and lines[1].strip().startswith(
+        "Voreinstellung 'standard': Zeitlimits: Verbindung")

@@ -85,6 +85,9 @@ class Messages:
     TASK_BACKEND_CANNOT_DEFER = (
         "RETRY_WITH_TASKS is on but the task backend {alias!r} cannot run a task later "
         "(no run_after support), so no retry would ever be enqueued.")
+    TASK_FRAMEWORK_MISSING = (
+        "RETRY_WITH_TASKS is on but no task framework is installed (neither Django 6's "
+        "django.tasks nor the django_tasks backport), so no retry would ever be enqueued.")
 
 
 class Hints:
@@ -115,6 +118,10 @@ class Hints:
                                  "every process opens and closes the circuit together.")
     TASK_BACKEND_CANNOT_DEFER = ("Use a backend that supports run_after (e.g. django_tasks_db's "
                                  "DatabaseBackend), or set TASK_BACKEND to one.")
+    TASK_FRAMEWORK_MISSING = ("On Django 5.2 install the backport (pip install "
+                              "\"django-storage-guard[tasks]\") and add \"django_tasks\" to "
+                              "INSTALLED_APPS; or upgrade to Django 6; or turn RETRY_WITH_TASKS "
+                              "off.")
 
 
 # Options that must be whole numbers of at least this much.
@@ -439,11 +446,14 @@ def check_breaker_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]
 def _task_backend() -> list[checks.CheckMessage]:
     if not conf.get("RETRY_WITH_TASKS"):
         return []
-    from storage_guard.tasks import task_backends
+    from storage_guard import task_framework
 
     alias = conf.get("TASK_BACKEND")
+    if task_framework.module_name() is None:  # E013 too: no framework, so nothing can defer
+        return [checks.Error(Messages.TASK_FRAMEWORK_MISSING, hint=Hints.TASK_FRAMEWORK_MISSING,
+                             id=Codes.TASK_BACKEND_CANNOT_DEFER)]
     try:
-        can_defer = task_backends[alias].supports_defer
+        can_defer = task_framework.load().task_backends[alias].supports_defer
     except Exception:  # noqa: BLE001 - an unknown alias is also a backend that cannot defer
         can_defer = False
     if can_defer:

@@ -33,13 +33,10 @@ def test_opens_fails_fast_without_requests_then_probe_closes(guarded_storage_fac
         assert storage.breaker.state() == "open"
         sent = fault_proxy.counts["requests"]
 
-        started = time.monotonic()
         with pytest.raises(SaveFailed) as caught:
             storage.save("cb/fast.bin", ContentFile(b"fast"))
-        elapsed = time.monotonic() - started
 
     assert caught.value.code == "CircuitOpen"
-    assert elapsed < 0.1
     assert fault_proxy.counts["requests"] == sent  # nothing touched the network
     record = SaveAttempt.objects.get(pk=caught.value.record_id)
     assert record.status == Status.FAILED and record.has_stash

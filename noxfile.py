@@ -38,7 +38,9 @@ DJANGOS = {"5.2": "3.11", "6.0": "3.12", "6.1": "3.12"}  # Django -> the oldest 
 FULL = {("3.11", "5.2"), ("3.13", "6.1")}  # SQLite + browser, then PostgreSQL
 COPIED = ["tests", "example_project", "docs", "manage.py", "pyproject.toml"]
 
-nox.options.default_venv_backend = "venv"
+# uv makes a cell's virtualenv and installs its dependencies in seconds (pip takes minutes on
+# these machines); plain venv + pip when uv is not installed.
+nox.options.default_venv_backend = "uv|venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = ["tests"]
@@ -80,30 +82,32 @@ def _reports(python: str, version: str) -> bool:
     return out.returncode == 0 and out.stdout.strip() == version
 
 
-def _put_pyenv_pythons_on_path() -> None:
-    """Let nox find ``python3.12`` etc. by name even when pyenv has not selected them."""
-    dirs = [os.path.dirname(p) for v in PYTHONS if (p := find_interpreter(v)) and
-            not shutil.which(f"python{v}")]
-    for directory in dirs:
-        link_dir = ROOT / ".nox" / "pythons"
-        link_dir.mkdir(parents=True, exist_ok=True)
-        version = Path(directory).parent.name.rsplit(".", 1)[0]
+def _put_interpreters_on_path() -> None:
+    """Let nox find ``python3.12`` etc. by name: links to the interpreters ``find_interpreter``
+    chose, first on PATH (a pyenv shim for a version pyenv has not selected would fail)."""
+    link_dir = ROOT / ".nox" / "pythons"
+    for version in PYTHONS:
+        python = find_interpreter(version)
         link = link_dir / f"python{version}"
-        if not link.exists():
-            link.symlink_to(Path(directory) / "python")
-    if dirs:
-        os.environ["PATH"] = f"{ROOT / '.nox' / 'pythons'}{os.pathsep}{os.environ['PATH']}"
+        if python is None or (link.is_symlink() and os.readlink(link) == python):
+            continue
+        link_dir.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(python)
+    os.environ["PATH"] = f"{link_dir}{os.pathsep}{os.environ['PATH']}"
 
 
-_put_pyenv_pythons_on_path()
+_put_interpreters_on_path()
 
 
 @nox.session
 def build(session: nox.Session) -> None:
     """The sdist and the wheel in dist/, checked with ``twine check --strict``."""
-    session.install("build>=1.2", "twine>=6.1")
+    # The build backend in this (reused) virtualenv, not a fresh isolated one per build.
+    session.install("build>=1.2", "twine>=6.1", "setuptools>=77")
     shutil.rmtree(DIST, ignore_errors=True)
-    session.run("python", "-m", "build", "--outdir", str(DIST), str(ROOT))
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    session.run("python", "-m", "build", "--no-isolation", "--outdir", str(DIST), str(ROOT))
     session.run("twine", "check", "--strict", *glob.glob(str(DIST / "*")))
 
 
@@ -116,6 +120,8 @@ def tests(session: nox.Session, django: str) -> None:
     workdir = _scratch_copy(session)
     session.env.update({"STORAGE_GUARD_TEST_INSTALLED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
     session.chdir(workdir)
+    session.run("python", "-c", "import django, storage_guard; print('Django', "
+                "django.get_version(), '- storage_guard from', storage_guard.__file__)")
     full = (session.python, django) in FULL
     narrowed = bool(session.posargs)
     args = session.posargs or (["-m", "not slow and not browser"] if not full else [])
@@ -139,11 +145,16 @@ def _install(session: nox.Session, wheel: Path, django: str) -> None:
     if not stamp.exists() or stamp.read_text() != wanted:
         session.install(*spec)
         if _ver(django) >= (6, 0):  # the built-in django.tasks only: prove the backport unused
-            session.run("python", "-m", "pip", "uninstall", "-q", "-y", "django-tasks")
+            _uninstall(session, "django-tasks")
         stamp.write_text(wanted)
     session.install("--no-deps", "--force-reinstall", str(wheel))
-    session.run("python", "-c", "import django, storage_guard; print('Django', "
-                "django.get_version(), 'storage_guard from', storage_guard.__file__)")
+
+
+def _uninstall(session: nox.Session, name: str) -> None:
+    if session.venv_backend == "uv":
+        session.run_install("uv", "pip", "uninstall", name)
+    else:
+        session.run("python", "-m", "pip", "uninstall", "-q", "-y", name)
 
 
 def _next_minor(version: str) -> str:

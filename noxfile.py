@@ -183,4 +183,5 @@ def _pytest(session: nox.Session, label: str, args: list[str], narrowed: bool) -
     then turns 5 into 0 and says so (STORAGE_GUARD_TEST_ALLOW_EMPTY)."""
     session.log(f"== {label}: pytest {' '.join(args)}")
     env = {"STORAGE_GUARD_TEST_ALLOW_EMPTY": "1" if narrowed else "0"}
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=env)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", *args,
+                env=env)

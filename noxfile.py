@@ -30,6 +30,7 @@ import subprocess
 from pathlib import Path
 
 import nox
+import nox.command
 
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
@@ -125,9 +126,13 @@ def tests(session: nox.Session, django: str) -> None:
     full = (session.python, django) in FULL
     narrowed = bool(session.posargs)
     args = session.posargs or (["-m", "not slow and not browser"] if not full else [])
-    _pytest(session, "SQLite", args, narrowed)
+    passes = [("SQLite", args)]
     if full:
-        _pytest(session, "PostgreSQL", ["--ds=tests.settings_postgres", *args], narrowed)
+        passes.append(("PostgreSQL", ["--ds=tests.settings_postgres", *args]))
+    failed = [label for label, pass_args in passes
+              if not _pytest(session, label, pass_args, narrowed)]
+    if failed:
+        session.error(f"failed: {', '.join(failed)} pass")
 
 
 def _the_wheel(session: nox.Session) -> Path:
@@ -177,11 +182,15 @@ def _scratch_copy(session: nox.Session) -> Path:
     return workdir
 
 
-def _pytest(session: nox.Session, label: str, args: list[str], narrowed: bool) -> None:
+def _pytest(session: nox.Session, label: str, args: list[str], narrowed: bool) -> bool:
     """pytest's exit 5 (no tests ran) fails a whole-suite pass. With tests named on the command
     line, one pass may well select none (a PostgreSQL-only test in the SQLite pass): conftest.py
     then turns 5 into 0 and says so (STORAGE_GUARD_TEST_ALLOW_EMPTY)."""
     session.log(f"== {label}: pytest {' '.join(args)}")
     env = {"STORAGE_GUARD_TEST_ALLOW_EMPTY": "1" if narrowed else "0"}
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10", *args,
-                env=env)
+    try:
+        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=10",
+                    *args, env=env)
+    except nox.command.CommandFailed:  # run the next pass too, then fail the cell
+        return False
+    return True

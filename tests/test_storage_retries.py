@@ -82,7 +82,9 @@ def test_key_too_long_from_the_real_server_is_permanent(guarded_storage_factory,
 @pytest.mark.parametrize("max_attempts", [1, 3, 5])
 def test_requests_on_the_wire_equal_max_attempts(guarded_storage_factory, fault_proxy,
                                                  max_attempts):
-    storage = guarded_storage_factory(max_attempts=max_attempts, breaker_threshold=0)
+    # A deadline far off: on a loaded machine the 10 s default can end retries first.
+    storage = guarded_storage_factory(max_attempts=max_attempts, breaker_threshold=0,
+                                      retry_deadline=120)
     with fault_proxy.outage_window("slowdown"), pytest.raises(SaveFailed) as caught:
         storage.save("wire/count.bin", ContentFile(b"x" * 100))
     assert fault_proxy.counts["requests"] == max_attempts

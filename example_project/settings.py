@@ -118,7 +118,11 @@ STORAGE_GUARD = {
 
 # Retry tasks: with GUARD_RETRY_WITH_TASKS on, run `python manage.py db_worker` next to the server.
 if STORAGE_GUARD["RETRY_WITH_TASKS"]:
-    INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+    from storage_guard.task_framework import module_name as task_framework
+
+    # django.tasks (Django 6) is not an app; the backport (Django 5.2) is.
+    INSTALLED_APPS += [*(["django_tasks"] if task_framework() == "django_tasks" else []),
+                       "django_tasks_db"]
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- Sentry (off unless SENTRY_DSN is set) ------------------------------------------------------

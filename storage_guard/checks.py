@@ -96,6 +96,9 @@ class Messages:
     LAST_RESORT_DIR_UNUSABLE = (
         "The last-resort spool cannot take entries: {reason}. A failed save whose record "
         "cannot be written (database down) would lose its bytes.")
+    TASK_FRAMEWORK_MISSING = (
+        "RETRY_WITH_TASKS is on but no task framework is installed (neither Django 6's "
+        "django.tasks nor the django_tasks backport), so no retry would ever be enqueued.")
 
 
 class Hints:
@@ -134,6 +137,10 @@ class Hints:
     LAST_RESORT_DIR_UNUSABLE = ("Set STORAGE_GUARD['LAST_RESORT_DIR'] to a directory this "
                                 "process owns and can write, on a volume that outlives the "
                                 "container (see docs/failure.md).")
+    TASK_FRAMEWORK_MISSING = ("On Django 5.2 install the backport (pip install "
+                              "\"django-storage-guard[tasks]\") and add \"django_tasks\" to "
+                              "INSTALLED_APPS; or upgrade to Django 6; or turn RETRY_WITH_TASKS "
+                              "off.")
 
 
 # Options that must be whole numbers of at least this much.
@@ -504,11 +511,14 @@ def check_breaker_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]
 def _task_backend() -> list[checks.CheckMessage]:
     if not conf.get("RETRY_WITH_TASKS"):
         return []
-    from storage_guard.tasks import task_backends
+    from storage_guard import task_framework
 
     alias = conf.get("TASK_BACKEND")
+    if task_framework.module_name() is None:  # E013 too: no framework, so nothing can defer
+        return [checks.Error(Messages.TASK_FRAMEWORK_MISSING, hint=Hints.TASK_FRAMEWORK_MISSING,
+                             id=Codes.TASK_BACKEND_CANNOT_DEFER)]
     try:
-        can_defer = task_backends[alias].supports_defer
+        can_defer = task_framework.load().task_backends[alias].supports_defer
     except Exception:  # noqa: BLE001 - an unknown alias is also a backend that cannot defer
         can_defer = False
     if can_defer:

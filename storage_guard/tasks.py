@@ -33,11 +33,11 @@ from storage_guard import conf, replay, spool
 from storage_guard.classification import data_dependent
 from storage_guard.models import UNRESOLVED, SaveAttempt
 from storage_guard.recording import record_alias, update_attempt
+from storage_guard.task_framework import load as load_task_framework
 
-try:
-    from django.tasks import task, task_backends
-except ImportError:  # Django < 6: the backport
-    from django_tasks import task, task_backends
+# django.tasks (Django 6) or the django_tasks backport; ImproperlyConfigured without either.
+_framework = load_task_framework()
+task, task_backends = _framework.task, _framework.task_backends
 
 logger = logging.getLogger("storage_guard")
 

@@ -1,13 +1,30 @@
 """Shared fixtures: a real SeaweedFS S3 server, a fault proxy in front of it, guarded storages.
 
+S3 is opt-in. The session's SeaweedFS server, fault proxy and test database start (once) only
+for a test that needs them, by this rule (``needs_s3`` below):
+
+* it uses the database (``@pytest.mark.django_db``, or a fixture such as ``db``,
+  ``transactional_db``, ``admin_client`` or ``live_server``), because a save records a
+  ``SaveAttempt`` and the default storage is the guarded one; or
+* it uses an S3 fixture (``seaweed``, ``fault_proxy``, ``s3``, ``bucket``,
+  ``guarded_storage_factory``, ``read_object``); or
+* it is marked ``@pytest.mark.s3`` (S3 through ``storages["default"]`` without the database).
+
+Everything else (``tests/test_keys.py``, ``tests/test_durations.py``, ...) runs without a server.
+
 No real credentials can leak in: every ``AWS_*`` variable is removed and botocore's config and
 credentials files are pointed at nothing before any client is built.
+
+With ``STORAGE_GUARD_TEST_INSTALLED=1`` (set by ``noxfile.py``) the suite refuses to run unless
+``storage_guard`` is imported from an installed wheel (site-packages), not from a source tree.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +38,46 @@ from tests.testbed.faultproxy import FaultProxy  # noqa: E402
 from tests.testbed.seaweed import SeaweedServer  # noqa: E402
 
 TEST_KEY = "storage-guard-test"
+S3_FIXTURES = frozenset({
+    "seaweed", "_session_proxy", "fault_proxy", "s3", "bucket", "guarded_storage_factory",
+    "read_object", "db", "transactional_db", "live_server",
+})
+
+
+def pytest_configure(config):
+    if os.environ.get("STORAGE_GUARD_TEST_INSTALLED") == "1":
+        _refuse_a_source_tree()
+
+
+def _refuse_a_source_tree():
+    """Wheel mode: the package under test must be the installed one, never this checkout's."""
+    import storage_guard
+
+    where = Path(storage_guard.__file__).resolve()
+    if "site-packages" not in where.parts:
+        sys.exit(f"STORAGE_GUARD_TEST_INSTALLED=1 but storage_guard was imported from {where}, "
+                 "not from an installed wheel: run the tests from a copy outside the source tree "
+                 "(noxfile.py does) or unset the variable.")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Exit 5 (no tests ran) is a failure, except where a runner narrowed the selection on
+    purpose and said so with STORAGE_GUARD_TEST_ALLOW_EMPTY=1 (noxfile.py, scripts/test)."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and \
+            os.environ.get("STORAGE_GUARD_TEST_ALLOW_EMPTY") == "1":
+        session.exitstatus = pytest.ExitCode.OK
+
+
+def needs_s3(item) -> bool:
+    """The rule in this module's docstring: database, an S3 fixture, or the ``s3`` marker."""
+    return bool(item.get_closest_marker("django_db") or item.get_closest_marker("s3")
+                or S3_FIXTURES.intersection(item.fixturenames))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if needs_s3(item):
+            item.fixturenames.insert(0, "_s3_settings")  # first, before the test's database
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +96,9 @@ def _session_proxy(seaweed):
     proxy.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _s3_settings(request, django_db_blocker):
-    """Point STORAGES["default"] at the proxy once the session's server is up."""
+    """Point STORAGES["default"] at the proxy once the session's server is up (see ``needs_s3``)."""
     from django.conf import settings
     from django.core.files.storage import storages
 

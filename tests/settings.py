@@ -7,6 +7,8 @@ The S3 endpoint is only known once the session's SeaweedFS server and fault prox
 import os
 import tempfile
 
+from storage_guard import task_framework
+
 SECRET_KEY = "storage-guard-tests-only"  # not a secret: tests only
 DEBUG = False
 USE_TZ = True
@@ -94,6 +96,14 @@ LOGGING = {
 }
 
 # Retry tasks (storage_guard.tasks): the ORM backend, whose `db_worker` command the task tests run.
-# Added by the issue-6 engineer (additive); RETRY_WITH_TASKS stays off unless a test turns it on.
-INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+# RETRY_WITH_TASKS stays off unless a test turns it on. The framework is whichever is installed,
+# as storage_guard picks it: Django 6's django.tasks (not an app), else the django_tasks backport.
+TASK_FRAMEWORK = task_framework.module_name()
+if TASK_FRAMEWORK is None:
+    raise ImportError("the tests need a task framework: Django 6, or the django-tasks backport "
+                      '(pip install -e ".[test]" installs it)')
+INSTALLED_APPS += [*(["django_tasks"] if TASK_FRAMEWORK == "django_tasks" else []),
+                   "django_tasks_db"]
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# The framework's own backend that runs a task at once (and so cannot defer), for the tests.
+IMMEDIATE_TASK_BACKEND = f"{TASK_FRAMEWORK}.backends.immediate.ImmediateBackend"

@@ -353,12 +353,9 @@ def test_reset_mid_body_reads_part_of_the_body(proxied, proxy):
 
 @pytest.mark.parametrize("op", [_put, _get], ids=["PUT", "GET"])
 def test_stall_hits_the_read_timeout(proxied, proxy, existing_object, op):
-    proxy.script(["stall"])  # stall_seconds stays 30
-    started = time.monotonic()
+    proxy.script(["stall"])  # stall_seconds stays 30: only the client's read timeout ends it
     with pytest.raises(ReadTimeoutError):
         op(proxied)
-    elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.5
     assert proxy.counts["stall"] == 1
 
 
@@ -378,9 +375,7 @@ def test_stall_does_not_block_other_connections(server, proxied, proxy, existing
     deadline = time.monotonic() + 2
     while proxy.counts["stall"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    started = time.monotonic()
-    _get(proxied)  # passes while the other connection is stalled
-    assert time.monotonic() - started < 0.5
+    _get(proxied)  # passes (within its read timeout) while the other connection stalls for 30 s
     thread.join(5)
     assert len(outcome) == 1 and isinstance(outcome[0], ReadTimeoutError)
 
@@ -393,10 +388,8 @@ def test_stop_ends_a_stall(server):
     deadline = time.monotonic() + 2
     while proxy.counts["stall"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-    started = time.monotonic()
     proxy.stop()
-    assert time.monotonic() - started < 2
-    assert sock.recv(100) == b""  # closed without an answer
+    assert sock.recv(100) == b""  # closed without an answer, well before the 5 s socket timeout
     sock.close()
 
 

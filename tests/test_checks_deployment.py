@@ -1,6 +1,7 @@
 """Deployment checks: deadline vs read timeout, SQLite with ATOMIC_REQUESTS, stash location."""
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from storage_guard import checks
@@ -102,7 +103,7 @@ def test_breaker_cache_check_runs_only_with_deploy():
 
 
 def test_task_retries_need_a_backend_that_can_defer():
-    immediate = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    immediate = {"default": {"BACKEND": settings.IMMEDIATE_TASK_BACKEND}}
     with override_settings(TASKS=immediate, STORAGE_GUARD={"RETRY_WITH_TASKS": True}):
         assert found() == [(
             Codes.TASK_BACKEND_CANNOT_DEFER,

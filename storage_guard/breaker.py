@@ -245,10 +245,10 @@ class CircuitBreaker:
             self._open(failures, since)
 
     # ----------------------------------------------------------------- transitions
-    def open(self, failures: int | None = None) -> None:
-        """Open the circuit now, for the initial cooldown (tests, operators)."""
-        self._cache_call(lambda c: c.set(self.opened_key, self._open_state(failures or 0),
-                                         timeout=self.state_ttl))
+    def open(self, failures: int | None = None, cooldown: float | None = None) -> None:
+        """Open the circuit now, for ``cooldown`` (default: the initial cooldown)."""
+        state = self._open_state(failures or 0, cooldown=cooldown)
+        self._cache_call(lambda c: c.set(self.opened_key, state, timeout=self.state_ttl))
 
     def reset(self) -> None:
         self._cache_call(lambda c: c.delete_many(

@@ -32,7 +32,7 @@ def open_circuit(storage=None):
     """Open the storage's breaker as a real outage leaves it: ``threshold`` failures counted."""
     breaker = (storage or storages["default"]).breaker
     breaker.reset()
-    breaker.open(breaker.threshold)
+    breaker.open(breaker.threshold, cooldown=breaker.cooldown)  # open for the longest wait
     return breaker
 
 

@@ -252,7 +252,11 @@ def test_16_threads_at_10_percent_resets_never_open_it(guarded_storage_factory, 
     """The issue's flaky endpoint: the old breaker (5 consecutive failures, reset only by a
     success that had itself seen a failure) refused saves here; random failures spread over
     many successes must never open the circuit."""
-    storage = guarded_storage_factory(max_attempts=5)  # the default breaker settings
+    # The default breaker settings. Generous timeouts: this test is about random resets, and on
+    # a loaded machine (two matrix cells at once) 16 threads can take longer than the test
+    # settings' short timeouts to be answered, which would be a real (if local) outage.
+    storage = guarded_storage_factory(max_attempts=5, read_timeout=30, put_timeout_floor=30,
+                                      put_timeout_ceiling=60, retry_deadline=120)
     refusals = []
     original = storage.breaker.before_attempt
 

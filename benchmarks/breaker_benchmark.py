@@ -90,7 +90,7 @@ def saves_in_period(storage, gate, mode: str, period: float, prefix: str) -> flo
     """Saves per second over one back-off period in ``mode``, from a fresh process view."""
     from django.core.files.base import ContentFile
 
-    from storage_guard.breaker import cache_health
+    from storage_guard.saving.breaker import cache_health
 
     {"healthy": gate.open, "down": gate.down, "silent": gate.blackhole}[mode]()
     cache_health.reset()

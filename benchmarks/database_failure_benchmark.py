@@ -99,13 +99,14 @@ def main() -> int:
     from django.db import connections
     from django.test import override_settings
 
-    from storage_guard import conf, recording
+    from storage_guard import conf
+    from storage_guard.saving import records
     from storage_guard.storage import GuardedS3Storage
     from tests.testbed.faultproxy import FaultProxy
     from tests.testbed.seaweed import SeaweedServer
     from tests.testbed.tcpgate import TcpGate
 
-    recording.register_alias("default")
+    records.register_alias("default")
     bound = conf.get("RECORD_CONNECT_TIMEOUT") + conf.get("RECORD_STATEMENT_TIMEOUT") + 1
     with SeaweedServer(workdir / "seaweed") as server, \
             TcpGate("127.0.0.1", 5432) as gate:

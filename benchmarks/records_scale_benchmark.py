@@ -20,7 +20,7 @@ four times as many through the background writer's path (``record_writer.insert_
 ``--batch`` per commit). The inserted rows are deleted again, so the table stays at ``--rows``.
 
 ``purge`` runs an inserter thread (the real record path, one row at a time, as a web process
-would) for a baseline period, then again while ``storage_guard.purge.purge`` deletes every filled
+would) for a baseline period, then again while ``operations.purge.purge`` deletes every filled
 row (31 to 32 days old, in insertion order as in production), and prints the purge's duration
 and the inserter's latency percentiles in both periods: if purge blocked inserts, the maximum
 would show it.
@@ -160,19 +160,19 @@ def table(name: str):
 
 def time_single_inserts(n: int) -> float:
     """Median seconds of one record written by itself (the synchronous path): autocommit."""
-    from storage_guard import recording
+    from storage_guard.saving import records
 
     timings = []
     for number in range(n):
         started = time.perf_counter()
-        recording.insert_attempt(**success_fields(number))
+        records.insert_attempt(**success_fields(number))
         timings.append(time.perf_counter() - started)
     return statistics.median(timings)
 
 
 def time_batched_inserts(n: int, batch: int) -> float:
     """Seconds per record written by the background writer's path, ``batch`` per commit."""
-    from storage_guard.record_writer import insert_many
+    from storage_guard.saving.success_records import insert_many
 
     started = time.perf_counter()
     for first in range(0, n, batch):
@@ -239,14 +239,14 @@ class Inserter(threading.Thread):
     def run(self) -> None:
         from django.db import connections
 
-        from storage_guard import recording
+        from storage_guard.saving import records
 
         number = 0
         while not self.stopped.is_set():
             if not self.running.wait(0.05):
                 continue
             started = time.perf_counter()
-            recording.insert_attempt(**success_fields(number))
+            records.insert_attempt(**success_fields(number))
             self.timings.append(time.perf_counter() - started)
             number += 1
             time.sleep(0.002)  # about 300 inserts/s at most: a steady load, not a flood
@@ -269,7 +269,7 @@ def summary(timings: list[float]) -> str:
 
 def measure_purge(batch_size: int, baseline: float, purge_rows: int | None) -> None:
     """Purge the oldest ``purge_rows`` rows (all filled rows by default) under an inserter."""
-    from storage_guard import purge
+    from storage_guard.operations import purge
 
     rows = row_count()
     older_than = timedelta(days=30)

@@ -124,7 +124,7 @@ def fill(rows: int, refill: bool) -> None:
 def time_report(runs: int) -> list[float]:
     from django.utils import timezone
 
-    from storage_guard.report import build_report, parse_since
+    from storage_guard.operations.report import build_report, parse_since
 
     timings = []
     for run in range(runs + 1):  # the first run warms the caches and is not counted

@@ -162,10 +162,10 @@ def main() -> int:
                   f"{r['guarded_median']:>9.1f} {r['plain_ratio']:>10.3f} "
                   f"{r['ratio_median']:>12.3f} {r['ratio_min']:>6.3f}-{r['ratio_max']:<6.3f} "
                   f"{'>=' + str(target) if target else '':>7}  {verdict}", flush=True)
-        from storage_guard import recording
         from storage_guard.models import SaveAttempt
+        from storage_guard.saving import records
 
-        recording.flush()
+        records.flush()
         print(f"records written: {SaveAttempt.objects.filter(storage_alias='bench').count()}")
     return 1 if failed else 0
 

@@ -118,7 +118,7 @@ STORAGE_GUARD = {
 
 # Retry tasks: with GUARD_RETRY_WITH_TASKS on, run `python manage.py db_worker` next to the server.
 if STORAGE_GUARD["RETRY_WITH_TASKS"]:
-    from storage_guard.task_framework import module_name as task_framework
+    from storage_guard.integrations.task_framework import module_name as task_framework
 
     # django.tasks (Django 6) is not an app; the backport (Django 5.2) is.
     INSTALLED_APPS += [*(["django_tasks"] if task_framework() == "django_tasks" else []),

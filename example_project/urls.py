@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from example_project import views
-from storage_guard.metrics import metrics_view
+from storage_guard.integrations.metrics import metrics_view
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -15,18 +15,18 @@ from django.views.decorators.http import require_GET, require_POST
 
 from example_project import faults
 from example_project.imaging import generate_png
-from storage_guard import stash
-from storage_guard.documents import load_document, save_document
-from storage_guard.keys import date_partitioned_key, slugify_segment
-from storage_guard.models import SaveAttempt
-from storage_guard.recording import record_alias
-from storage_guard.responses import (
+from storage_guard.contrib.generated.documents import load_document, save_document
+from storage_guard.contrib.generated.responses import (
     DELIVERED,
     SaveOutcomeResponse,
     asave_generated,
     delivery_status,
     save_generated,
 )
+from storage_guard.keys import date_partitioned_key, slugify_segment
+from storage_guard.models import SaveAttempt
+from storage_guard.saving import stash
+from storage_guard.saving.records import record_alias
 
 MAX_LABEL = 60
 OWN_SAVES = "example_own_saves"  # session key: the attempt ids this visitor's saves created

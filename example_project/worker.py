@@ -1,7 +1,7 @@
 """The demo's retry worker: what a production deployment runs as the task worker or a cron'd
 ``retry_failed_saves``, here a thread of ``manage.py demo`` that replays every few seconds.
 
-It calls ``storage_guard.replay.replay`` (the function behind the command, the admin and the
+It calls ``operations.redelivery.replay`` (the function behind the command, the admin and the
 task), so a partial result on the example page turns into a stored object while the page polls.
 """
 
@@ -12,7 +12,7 @@ import threading
 
 from django.db import close_old_connections
 
-from storage_guard import replay
+from storage_guard.operations import redelivery
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ class RetryWorker(threading.Thread):
         while not self._stopped.wait(self.interval):
             self.round()
 
-    def round(self) -> replay.ReplayResult | None:
+    def round(self) -> redelivery.ReplayResult | None:
         """One pass; a failing pass is logged and the next one tries again."""
         try:
-            result = replay.replay(replay.Selection(limit=BATCH), via="worker")
+            result = redelivery.replay(redelivery.Selection(limit=BATCH), via="worker")
         except Exception:  # the worker must outlive a bad moment of the database or S3
             logger.exception("retry worker: replay failed", extra={"event": "worker_error"})
             return None

@@ -1,5 +1,3 @@
-import logging
-
 from django.apps import AppConfig
 from django.core.signals import setting_changed
 from django.utils.translation import gettext_lazy as _
@@ -11,9 +9,9 @@ class StorageGuardConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from storage_guard import checks, conf, metrics  # noqa: F401 - checks register on import
-        from storage_guard.safetext import install_log_escaping
+        from storage_guard import checks, conf  # noqa: F401 - checks register on import
+        from storage_guard.integrations import metrics
+        from storage_guard.log import logger  # noqa: F401 - escapes log lines from import on
 
         setting_changed.connect(conf.reset_cache, dispatch_uid="storage_guard.conf")
-        install_log_escaping(logging.getLogger("storage_guard"))  # no forged log lines
         metrics.install()  # only when prometheus-client is installed

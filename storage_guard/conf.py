@@ -14,14 +14,14 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from storage_guard import presets
+from storage_guard.saving import presets
 
 MB = 1024 * 1024
 
 DEFAULTS: dict[str, object] = {
     # Retries and timeouts (per storage operation): the numbers of the default preset
     # (MAX_ATTEMPTS, BACKOFF_*, RETRY_DEADLINE, CONNECT_TIMEOUT, READ_TIMEOUT, PUT_TIMEOUT_*);
-    # the one table of their values is storage_guard/presets.py.
+    # the one table of their values is storage_guard/saving/presets.py.
     "PRESET": presets.DEFAULT_PRESET,
     **presets.values(presets.DEFAULT_PRESET),
     "ON_FAILURE": "raise",

@@ -8,7 +8,7 @@ nothing that catches ``StorageGuardError`` swallows them.
 
 from __future__ import annotations
 
-from storage_guard.classification import Classification, classify
+from storage_guard.saving.classification import Classification, classify
 
 __all__ = [
     "CircuitOpen",

@@ -21,8 +21,8 @@ from text_unidecode import unidecode
 
 from storage_guard import conf
 from storage_guard.errors import InvalidKey, KeyTooLong
-from storage_guard.headers import check_headers
-from storage_guard.safetext import escape_controls, find_unsafe
+from storage_guard.saving.headers import check_headers
+from storage_guard.saving.safetext import escape_controls, find_unsafe
 
 __all__ = [
     "HASH_CHARS",

@@ -8,7 +8,6 @@ arrive, stash them so that nothing is lost.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from contextvars import ContextVar
 from functools import cached_property
@@ -18,17 +17,18 @@ from django.core.exceptions import ImproperlyConfigured
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
-from storage_guard import conf, keys, presets, rebuild, record_writer, recording, spool, stash
-from storage_guard.breaker import CircuitBreaker
+from storage_guard import conf, keys
 from storage_guard.errors import SaveFailed, SaveRejected
+from storage_guard.log import logger
 from storage_guard.models import Status
-from storage_guard.multipart import MultipartUpload
-from storage_guard.observe import SaveTrace
-from storage_guard.payload import Payload
-from storage_guard.retry import Outcome, RetryPolicy, call_with_retries
-from storage_guard.timeouts import AttemptTimeouts, ClientSet, TimeoutRule
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.operations import rebuild
+from storage_guard.saving import presets, records, spool, stash, success_records
+from storage_guard.saving.breaker import CircuitBreaker
+from storage_guard.saving.multipart import MultipartUpload
+from storage_guard.saving.payload import Payload
+from storage_guard.saving.retry_loop import Outcome, RetryPolicy, call_with_retries
+from storage_guard.saving.telemetry import SaveTrace
+from storage_guard.saving.timeouts import AttemptTimeouts, ClientSet, TimeoutRule
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
@@ -61,7 +61,7 @@ class GuardedS3Storage(S3Storage):
         if preset is not None and preset not in presets.PRESETS:
             raise ImproperlyConfigured(presets.unknown_preset_message("GuardedS3Storage option "
                                                                       "preset", preset))
-        # the storage's own preset fills in what its options leave out (storage_guard.presets)
+        # the storage's own preset fills in what its options leave out (saving/presets.py)
         super().__init__(**{**(presets.option_values(preset) if preset else {}), **settings})
         self._validate_options()
         self._find_alias(settings)
@@ -172,7 +172,7 @@ class GuardedS3Storage(S3Storage):
         """
         token = _last_record.set(None)
         try:
-            with record_writer.written_now():  # the success record too, so it has its pk
+            with success_records.written_now():  # the success record too, so it has its pk
                 saved = self.save(name, content, max_length=max_length)
             return saved, _last_record.get()
         finally:
@@ -276,10 +276,10 @@ class GuardedS3Storage(S3Storage):
 
     def _record_success(self, name, params, outcome: Outcome, trace: SaveTrace) -> None:
         # Queued for record_writer's background thread unless the caller needs it now.
-        if not record_writer.wants_success_record(outcome.attempt_count):
+        if not success_records.wants_success_record(outcome.attempt_count):
             return trace.succeeded(outcome)
         try:
-            record = record_writer.write_success({
+            record = success_records.write_success({
                 **self._base_fields(name, trace, params), "status": Status.SUCCEEDED,
                 "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
                 "attempt_log": [a.as_dict() for a in outcome.attempts] if trace.attempts else []})
@@ -309,7 +309,7 @@ class GuardedS3Storage(S3Storage):
                                db_max_bytes=self.stash_db_max_bytes)
             # A stash file already written is named in the spool entry: never an orphan.
             fields.update(stash_backend=plan.backend, stash_location=plan.location)
-            record = recording.insert_failure(dict(fields), plan.db_bytes)
+            record = records.insert_failure(dict(fields), plan.db_bytes)
         except Exception as exc:  # noqa: BLE001 - the database (or stash) failed: spool the bytes
             trace.record_failed(exc)
             return None, self._spool(payload, fields, trace)
@@ -338,7 +338,7 @@ class GuardedS3Storage(S3Storage):
         key = exc.context.get("key") or self._normalize_name(clean_name(name))
         trace = self._trace("save", key, payload, params)
         try:
-            record = recording.insert_attempt(
+            record = records.insert_attempt(
                 **self._base_fields(name, trace, params), status=Status.REJECTED,
                 attempts=0, error_code=exc.code, error_category=exc.category, transient=False,
                 error_message=str(exc.message)[:4000])

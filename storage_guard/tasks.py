@@ -5,7 +5,7 @@ its own retry, so whatever worker fleet runs the project's task queue does the r
 backoff over replay rounds (``RETRY_TASK_DELAY``, doubling, capped at ``RETRY_TASK_CAP``, at
 most ``RETRY_TASK_MAX_ROUNDS`` rounds; the first delay defaults to the breaker cooldown, the
 time after which the endpoint is worth probing again) and writes the same time into the
-record's ``next_retry_at``. ``retry_save`` replays through ``storage_guard.replay`` (the code the
+record's ``next_retry_at``. ``retry_save`` replays through ``operations.redelivery`` (the code the
 command and the admin action use) and, when delivery fails again, schedules the next round.
 
 The enqueue survives the caller's rollback, like the record does: when records are written on
@@ -21,7 +21,6 @@ refused with a log line rather than retrying inside the request.
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 from datetime import timedelta
@@ -29,17 +28,19 @@ from datetime import timedelta
 from django.db import connections
 from django.utils import timezone
 
-from storage_guard import conf, replay, spool
-from storage_guard.classification import data_dependent
+from storage_guard import conf
+from storage_guard.integrations.task_framework import load as load_task_framework
+from storage_guard.log import logger
 from storage_guard.models import UNRESOLVED, SaveAttempt
-from storage_guard.recording import record_alias, update_attempt
-from storage_guard.task_framework import load as load_task_framework
+from storage_guard.operations import redelivery
+from storage_guard.saving import spool
+from storage_guard.saving.classification import data_dependent
+from storage_guard.saving.records import record_alias, update_attempt
 
 # django.tasks (Django 6) or the django_tasks backport; ImproperlyConfigured without either.
 _framework = load_task_framework()
 task, task_backends = _framework.task, _framework.task_backends
 
-logger = logging.getLogger("storage_guard")
 
 
 
@@ -49,7 +50,7 @@ logger = logging.getLogger("storage_guard")
 def retry_save(record_id: int) -> dict:
     """Replay one stashed save; schedule the next round if it fails again."""
     spool.ingest()  # saves kept on this machine while the database was out get records first
-    result = replay.replay_ids([record_id], via="task")
+    result = redelivery.replay_ids([record_id], via="task")
     if result.failed or result.circuit_open:  # refused by the open circuit: try again later
         record = SaveAttempt.objects.using(record_alias()).filter(pk=record_id).first()
         if record is not None and record.status in UNRESOLVED:

@@ -106,7 +106,7 @@ def _s3_settings(request, django_db_blocker):
     from django.db import connection
 
     if connection.vendor != "sqlite":
-        from storage_guard.recording import register_alias
+        from storage_guard.saving.records import register_alias
 
         register_alias("default")  # after the test database exists, so it points there
     proxy = request.getfixturevalue("_session_proxy")
@@ -115,7 +115,7 @@ def _s3_settings(request, django_db_blocker):
     settings.STORAGES["default"]["OPTIONS"]["endpoint_url"] = proxy.endpoint_url
     storages._storages = {}
     yield
-    from storage_guard.recording import close_independent_connections
+    from storage_guard.saving.records import close_independent_connections
 
     with django_db_blocker.unblock():
         close_independent_connections()

@@ -39,7 +39,7 @@ class MemoryTransport(Transport):
 @contextlib.contextmanager
 def memory_sentry(**options):
     """The SDK initialised with ``options`` and a ``MemoryTransport``, which is yielded."""
-    from storage_guard import sentry
+    from storage_guard.integrations import sentry
 
     transport = MemoryTransport([])
     sentry_sdk.init(dsn=FAKE_DSN, transport=transport, auto_enabling_integrations=False,

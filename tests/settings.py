@@ -7,7 +7,7 @@ The S3 endpoint is only known once the session's SeaweedFS server and fault prox
 import os
 import tempfile
 
-from storage_guard import task_framework
+from storage_guard.integrations import task_framework
 
 SECRET_KEY = "storage-guard-tests-only"  # not a secret: tests only
 DEBUG = False

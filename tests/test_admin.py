@@ -1,4 +1,4 @@
-"""The SaveAttempt admin: read-only evidence, actions via storage_guard.replay, no big counts."""
+"""The SaveAttempt admin: read-only evidence, actions via operations.redelivery, no big counts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from storage_guard import admin as sg_admin
+from storage_guard.admin import save_attempts as sg_admin
 from storage_guard.models import SaveAttempt, StashedPayload, Status
 from tests.test_replay import read_default, stash_failed_saves
 

@@ -15,10 +15,10 @@ from django.core.cache import caches
 from django.core.files.base import ContentFile
 from django.db import connection, connections
 
-from storage_guard.breaker import CircuitBreaker
-from storage_guard.classification import Classification
 from storage_guard.errors import CircuitOpen, SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving.breaker import CircuitBreaker
+from storage_guard.saving.classification import Classification
 
 pytestmark = pytest.mark.django_db
 

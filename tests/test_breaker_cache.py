@@ -18,8 +18,8 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 from django.test import override_settings
 
-from storage_guard.breaker import cache_health
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving.breaker import cache_health
 from tests.test_replay import read_default, stash_failed_saves
 from tests.testbed.tcpgate import TcpGate
 

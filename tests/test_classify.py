@@ -7,8 +7,8 @@ import pytest
 from botocore import exceptions as bce
 from urllib3 import exceptions as u3e
 
-from storage_guard.classification import S3_CODES, key_bytes_bucket, size_bucket
 from storage_guard.errors import CircuitOpen, HeadersTooLarge, KeyTooLong, classify
+from storage_guard.saving.classification import S3_CODES, key_bytes_bucket, size_bucket
 
 
 def client_error(code: str, status: int) -> bce.ClientError:

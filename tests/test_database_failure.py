@@ -24,9 +24,9 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 from django.db import connection, connections
 
-from storage_guard import recording, spool
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, StashedPayload, Status
+from storage_guard.saving import records, spool
 from storage_guard.storage import GuardedS3Storage
 from tests.test_pending_saves import assert_nothing_comes_back
 from tests.testbed.tcpgate import TcpGate
@@ -126,7 +126,7 @@ def retry_and_check(s3, saved: dict[str, bytes], *, using: str) -> None:
 def assert_spooled(names: list[str]) -> None:
     kept = [spool.load(path)["fields"]["name"] for path in spool.entries()]
     assert sorted(kept) == sorted(names)
-    assert recording.WATCHDOG.armed == 0  # every write finished or was cut
+    assert records.WATCHDOG.armed == 0  # every write finished or was cut
 
 
 def assert_recorded_and_delivered(s3, saved: dict[str, bytes], *, using: str) -> None:
@@ -149,7 +149,7 @@ def spool_dir(tmp_path, settings):
     return path
 
 
-RECORDS = "default" + recording.SUFFIX  # the record connection conftest registered
+RECORDS = "default" + records.SUFFIX  # the record connection conftest registered
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_success_with_the_database_blackholed_returns_and_logs(pg_gate, fault_pr
     assert s3.get_object(Bucket=settings.TEST_BUCKET, Key=name)["Body"].read() == body
     assert fault_proxy.counts["PUT"] == 2  # the warm-up and this save: one request each
     assert spool.entries() == []  # the object is in S3: nothing to keep
-    assert recording.WATCHDOG.armed == 0
+    assert records.WATCHDOG.armed == 0
     assert events(caplog, "record_write_cut") == 1
     assert events(caplog, "record_failed") == 1  # logged at ERROR, the caller got the name
     pg_gate.open()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 import storage_guard
-from storage_guard.classification import _NETWORK_TABLE, S3_CODES
 from storage_guard.conf import DEFAULTS
+from storage_guard.saving.classification import _NETWORK_TABLE, S3_CODES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

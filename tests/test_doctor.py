@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
-from storage_guard import doctor
+from storage_guard.operations import doctor
 
 pytestmark = pytest.mark.django_db
 

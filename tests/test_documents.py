@@ -9,9 +9,14 @@ import json
 
 import pytest
 
-from storage_guard.documents import document_name, encode_document, load_document, save_document
+from storage_guard.contrib.generated.documents import (
+    document_name,
+    encode_document,
+    load_document,
+    save_document,
+)
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias
+from storage_guard.saving.records import record_alias
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage_guard.durations import is_age, parse_age
+from storage_guard.operations.durations import is_age, parse_age
 
 
 @pytest.mark.parametrize(("text", "expected"), [

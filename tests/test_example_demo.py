@@ -11,9 +11,9 @@ from django.core.files.storage import storages
 
 from example_project import faults
 from example_project.worker import RetryWorker
-from storage_guard import stash
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias
+from storage_guard.saving import stash
+from storage_guard.saving.records import record_alias
 from tests.test_example_project import (  # noqa: F401 - example_app is a fixture
     PNG_MAGIC,
     example_app,

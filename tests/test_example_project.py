@@ -20,10 +20,10 @@ from django.core.files.storage import storages
 from django.core.management import call_command
 
 from example_project import embedded, faults
-from storage_guard import stash
+from storage_guard.contrib.generated.responses import TOKEN_SALT
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias
-from storage_guard.responses import TOKEN_SALT
+from storage_guard.saving import stash
+from storage_guard.saving.records import record_alias
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

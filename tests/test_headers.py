@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from storage_guard import keys
 from storage_guard.errors import HeadersTooLarge, InvalidHeader, SaveRejected
-from storage_guard.headers import (
+from storage_guard.saving.headers import (
     FIXED_ALLOWANCE,
     TOKEN_CHARS,
     check_headers,

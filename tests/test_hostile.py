@@ -27,12 +27,12 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.urls import reverse
 
+from storage_guard.contrib.generated.responses import SaveOutcome, delivery_status, save_generated
 from storage_guard.errors import InvalidHeader, InvalidKey, SaveFailed, SaveRejected
+from storage_guard.integrations.sentry import StorageGuardIntegration
 from storage_guard.models import SaveAttempt, StashedPayload, Status
-from storage_guard.payload import Payload
-from storage_guard.recording import insert_attempt, record_alias
-from storage_guard.responses import SaveOutcome, delivery_status, save_generated
-from storage_guard.sentry import StorageGuardIntegration
+from storage_guard.saving.payload import Payload
+from storage_guard.saving.records import insert_attempt, record_alias
 from tests.sentry_support import memory_sentry
 from tests.test_example_project import example_app  # noqa: F401 - the fixture
 from tests.testbed.faultproxy import error
@@ -353,7 +353,8 @@ def test_hostile_uploads_through_the_example_view(client, example_app, all_logs,
 
 
 def test_the_integration_keeps_storage_guard_loggers_and_frame_locals_out(guard_sentry):
-    for name in ("storage_guard", "storage_guard.responses", "storage_guard.anything.deeper"):
+    for name in ("storage_guard", "storage_guard.contrib.generated.responses",
+                 "storage_guard.anything.deeper"):
         logging.getLogger(name).error("guard line %s", PAYLOAD)
     logging.getLogger("someone.else").error("project line")  # the logging integration is on
     events = guard_sentry.events

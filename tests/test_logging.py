@@ -10,8 +10,8 @@ from django.core.files.base import ContentFile
 
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.models import SaveAttempt
-from storage_guard.observe import LOGGER_NAME, SaveTrace, cut_key, redact, safe_response
-from storage_guard.retry import call_with_retries
+from storage_guard.saving.retry_loop import call_with_retries
+from storage_guard.saving.telemetry import LOGGER_NAME, SaveTrace, cut_key, redact, safe_response
 from tests.testbed.faultproxy import error
 
 BODY = b"BODY-MARKER-5f1d2c do not log me " * 64

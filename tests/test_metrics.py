@@ -92,9 +92,9 @@ def test_saves_are_counted_by_status_code_duration_and_attempts(client, fault_pr
 def test_a_redelivery_is_counted_apart_from_saves(client, fault_proxy):
     [(record_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     before = scrape(client)
-    from storage_guard import replay
+    from storage_guard.operations import redelivery
 
-    assert replay.replay_ids([record_id], via="command").delivered == 1
+    assert redelivery.replay_ids([record_id], via="command").delivered == 1
     after = scrape(client)
     assert saves(after, "succeeded", operation="redeliver") \
         - saves(before, "succeeded", operation="redeliver") == 1
@@ -132,7 +132,7 @@ from django.core.management import call_command
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.test import RequestFactory
-from storage_guard.metrics import metrics_view
+from storage_guard.integrations.metrics import metrics_view
 call_command("migrate", verbosity=0)
 names = [storages["default"].save(f"metrics-mp-{os.getpid()}-{n}.txt", ContentFile(b"x"))
          for n in range(int(sys.argv[2]))]

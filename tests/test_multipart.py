@@ -13,9 +13,9 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from django.core.files.base import ContentFile
 
-from storage_guard import stash
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving import stash
 from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db

@@ -17,8 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from storage_guard import circuits, clock, doctor, report
+from storage_guard import clock
 from storage_guard.models import SaveAttempt, StashedPayload, Status
+from storage_guard.operations import circuits, doctor, report
 from tests.test_replay import read_default, stash_failed_saves
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -6,8 +6,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from storage_guard import checks, conf, doctor, presets
+from storage_guard import checks, conf
 from storage_guard.checks import Codes
+from storage_guard.operations import doctor
+from storage_guard.saving import presets
 
 GUARDED = "storage_guard.storage.GuardedS3Storage"
 NAMES = "['background', 'interactive', 'large_upload', 'standard']"

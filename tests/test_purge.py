@@ -20,8 +20,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from storage_guard import purge
 from storage_guard.models import SaveAttempt, StashedPayload
+from storage_guard.operations import purge
 from storage_guard.storage import GuardedS3Storage
 from tests.test_replay import stash_failed_saves
 

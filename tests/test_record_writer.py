@@ -1,4 +1,4 @@
-"""Success records off the request path (storage_guard.record_writer) and RECORD_SUCCESSES.
+"""Success records off the request path (storage_guard.saving.success_records) and RECORD_SUCCESSES.
 
 Saves go through the real fault proxy to SeaweedFS; records go to the real database. The writer
 is turned on per test (the suite's settings write inline, so other tests read records at once).
@@ -23,9 +23,10 @@ from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from storage_guard import checks, record_writer, recording
+from storage_guard import checks
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving import records, success_records
 from tests import db_triggers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,11 +43,11 @@ def background_writer(settings):
     def configure(**overrides):
         settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "RECORD_WRITER": "background",
                                   **overrides}
-        record_writer.shutdown()
-        return record_writer.writer()
+        success_records.shutdown()
+        return success_records.writer()
 
     yield configure
-    record_writer.shutdown()
+    success_records.shutdown()
 
 
 def fields(name: str) -> dict:
@@ -74,7 +75,7 @@ def test_a_save_queues_its_record_and_flush_writes_it(guarded_storage_factory, r
     name = storage.save("queued/a.bin", ContentFile(b"queued"))
 
     assert read_object(name) == b"queued"
-    assert recording.flush(timeout=30)
+    assert records.flush(timeout=30)
     record = SaveAttempt.objects.get(key=name)
     assert (record.status, record.size, record.attempts) == (Status.SUCCEEDED, 6, 1)
     assert writer.written == 1 and writer.written_inline == 0
@@ -89,7 +90,7 @@ def test_save_with_record_still_returns_the_written_record(guarded_storage_facto
 
     assert record is not None and record.pk is not None  # written before it returned
     assert SaveAttempt.objects.get(pk=record.pk).key == name
-    assert record_writer.writer().queue.unfinished_tasks == 0
+    assert success_records.writer().queue.unfinished_tasks == 0
 
 
 def test_records_queued_by_many_threads_are_each_written_once(guarded_storage_factory,
@@ -101,7 +102,7 @@ def test_records_queued_by_many_threads_are_each_written_once(guarded_storage_fa
     with ThreadPoolExecutor(4) as pool:
         saved = list(pool.map(lambda name: storage.save(name, ContentFile(b"t")), wanted))
 
-    assert recording.flush(timeout=30)
+    assert records.flush(timeout=30)
     assert sorted(saved) == sorted(wanted) == names("threads/")
 
 
@@ -118,7 +119,7 @@ def test_a_save_inside_a_coroutine_gets_its_record(guarded_storage_factory, back
 
     saved = asyncio.run(view())
 
-    assert recording.flush(timeout=30)
+    assert records.flush(timeout=30)
     assert sorted(saved) == names("asgi/") == ["asgi/direct.bin", "asgi/wrapped.bin"]
 
 
@@ -192,7 +193,7 @@ def test_a_database_error_in_the_writer_loses_no_save_and_is_logged(
     with caplog.at_level(logging.ERROR, logger="storage_guard"):
         refused = storage.save("unrecorded/a.bin", ContentFile(b"kept in S3"))
         kept = storage.save("recorded/b.bin", ContentFile(b"recorded"))
-        assert recording.flush(timeout=30)
+        assert records.flush(timeout=30)
 
     assert (read_object(refused), read_object(kept)) == (b"kept in S3", b"recorded")
     assert list(SaveAttempt.objects.values_list("key", flat=True)) == [kept]
@@ -258,7 +259,7 @@ def run_script(tmp_path: Path, body: str) -> tuple[Path, str]:
         django.setup()
         from django.core.management import call_command
         call_command("migrate", "storage_guard", verbosity=0)
-        from storage_guard import record_writer
+        from storage_guard.saving import success_records
         from tests.test_record_writer import fields
     """) + textwrap.dedent(body))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

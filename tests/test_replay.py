@@ -1,4 +1,4 @@
-"""storage_guard.replay: stashed saves delivered again through the real storage and SeaweedFS."""
+"""operations.redelivery: stashed saves delivered again through the real storage and SeaweedFS."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.utils import timezone
 
-from storage_guard import replay
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, StashedPayload, Status
-from storage_guard.replay import Selection
+from storage_guard.operations import redelivery
+from storage_guard.operations.redelivery import Selection
 from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,7 +58,7 @@ def test_replay_delivers_verifies_marks_recovered_and_frees_the_stash(fault_prox
     assert all(r.status == Status.FAILED and r.stash_backend == "db" for r in before.values())
     fault_proxy.reset_counters()
 
-    result = replay.replay(Selection(), via="command")
+    result = redelivery.replay(Selection(), via="command")
 
     assert (result.delivered, result.failed, result.skipped) == (3, 0, 0)
     assert [item.record_id for item in result.items] == [s[0] for s in saved]  # oldest first
@@ -80,7 +80,7 @@ def test_replay_in_an_outage_leaves_records_failed_with_attempts_raised(fault_pr
     saved = stash_failed_saves(fault_proxy, 2)
     before = {r.pk: r for r in SaveAttempt.objects.filter(pk__in=[s[0] for s in saved])}
     with fault_proxy.outage_window(action="internal"):
-        result = replay.replay(Selection(), via="admin")
+        result = redelivery.replay(Selection(), via="admin")
     storages["default"].breaker.reset()
 
     assert (result.delivered, result.failed) == (0, 2)
@@ -102,9 +102,9 @@ def test_replay_in_an_outage_leaves_records_failed_with_attempts_raised(fault_pr
 def test_a_second_replay_round_is_numbered_after_the_first(fault_proxy):
     [(record_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     with fault_proxy.outage_window(action="internal"):
-        replay.replay(Selection(), via="task")
+        redelivery.replay(Selection(), via="task")
     storages["default"].breaker.reset()
-    replay.replay(Selection(), via="command")
+    redelivery.replay(Selection(), via="command")
     record = SaveAttempt.objects.get(pk=record_id)
     rounds = [e.get("round", 0) for e in record.attempt_log]
     assert rounds == sorted(rounds) and rounds[-1] == 2 and record.status == Status.RECOVERED
@@ -115,7 +115,7 @@ def test_stash_is_kept_when_verification_fails(fault_proxy, s3):
     [(record_id, key, payload)] = stash_failed_saves(fault_proxy, 1)
     fault_proxy.configure(methods={"HEAD"})
     fault_proxy.script([error(500, "InternalError", "head broken")] * 20)
-    result = replay.replay(Selection(), via="command")
+    result = redelivery.replay(Selection(), via="command")
     fault_proxy.clear()
     storages["default"].breaker.reset()
 
@@ -134,7 +134,7 @@ def test_an_older_failure_never_overwrites_a_newer_save(fault_proxy, s3):
     record = SaveAttempt.objects.get(pk=record_id)
     storages["default"].save(record.name, ContentFile(b"newer content"))
 
-    result = replay.replay(Selection(), via="command")
+    result = redelivery.replay(Selection(), via="command")
 
     assert (result.delivered, result.skipped) == (0, 1)
     assert "superseded" in result.items[0].reason
@@ -149,7 +149,7 @@ def test_deferred_saves_are_replayed_too(fault_proxy, s3):
     storage = GuardedS3Storage(**options)
     [(record_id, key, payload)] = stash_failed_saves(fault_proxy, 1, storage=storage)
     assert SaveAttempt.objects.get(pk=record_id).status == Status.DEFERRED
-    result = replay.replay_ids([record_id], via="admin")
+    result = redelivery.replay_ids([record_id], via="admin")
     assert result.delivered == 1
     assert read_default(s3, key) == payload
 
@@ -162,7 +162,7 @@ def test_selection_filters(fault_proxy):
     SaveAttempt.objects.filter(pk=ids[2]).update(storage_alias="elsewhere")
 
     def picked(**kwargs):
-        return [r.pk for r in replay.pending(Selection(**kwargs))]
+        return [r.pk for r in redelivery.pending(Selection(**kwargs))]
 
     assert picked() == ids
     assert picked(older_than=timedelta(hours=1)) == [ids[0]]
@@ -175,7 +175,7 @@ def test_selection_filters(fault_proxy):
 def test_unknown_storage_alias_is_skipped_with_a_reason(fault_proxy):
     [(record_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     SaveAttempt.objects.filter(pk=record_id).update(storage_alias="gone")
-    result = replay.replay(Selection(), via="command")
+    result = redelivery.replay(Selection(), via="command")
     assert (result.skipped, result.failed) == (1, 0)
     assert "'gone' is not in settings.STORAGES" in result.items[0].reason
 
@@ -184,7 +184,7 @@ def test_replay_ids_reports_records_it_could_not_take(fault_proxy):
     [(failed_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     storages["default"].save(f"ok-{uuid.uuid4().hex}.txt", ContentFile(b"fine"))
     ok_id = SaveAttempt.objects.get(status=Status.SUCCEEDED).pk
-    result = replay.replay_ids([failed_id, ok_id, 987654321], via="admin")
+    result = redelivery.replay_ids([failed_id, ok_id, 987654321], via="admin")
     assert (result.delivered, result.skipped) == (1, 2)
     reasons = {item.record_id: item.reason for item in result.items if item.outcome == "skipped"}
     assert reasons == {ok_id: "status is succeeded", 987654321: "no such record"}
@@ -192,9 +192,9 @@ def test_replay_ids_reports_records_it_could_not_take(fault_proxy):
 
 def test_abandon_keeps_the_evidence_and_frees_bytes_only_when_asked(fault_proxy):
     (keep_id, _k1, payload), (free_id, _k2, _p2) = stash_failed_saves(fault_proxy, 2)
-    kept = replay.abandon([keep_id])
-    freed = replay.abandon([free_id], free_stash=True)
-    again = replay.abandon([keep_id])
+    kept = redelivery.abandon([keep_id])
+    freed = redelivery.abandon([free_id], free_stash=True)
+    again = redelivery.abandon([keep_id])
 
     assert (kept.abandoned, kept.stashes_freed) == (1, 0)
     assert (freed.abandoned, freed.stashes_freed) == (1, 1)
@@ -205,7 +205,7 @@ def test_abandon_keeps_the_evidence_and_frees_bytes_only_when_asked(fault_proxy)
     assert bytes(StashedPayload.objects.get(attempt_id=keep_id).data) == payload
     assert not StashedPayload.objects.filter(attempt_id=free_id).exists()
     assert free.stash_backend == ""
-    assert replay.pending(Selection()) == []
+    assert redelivery.pending(Selection()) == []
 
 
 def test_payload_hash_matches_record(fault_proxy):

@@ -15,10 +15,10 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from storage_guard import report
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status, key_digest
-from storage_guard.recording import update_attempt
+from storage_guard.operations import report
+from storage_guard.saving.records import update_attempt
 
 
 def run_report(*args) -> dict:

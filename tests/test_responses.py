@@ -14,11 +14,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from botocore.exceptions import ClientError
 
-from storage_guard import messages
-from storage_guard.classification import S3_CODES
-from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias, update_attempt
-from storage_guard.responses import (
+from storage_guard.contrib.generated import user_messages
+from storage_guard.contrib.generated.responses import (
     MAX_PRESIGNED_EXPIRY,
     SaveOutcomeResponse,
     asave_generated,
@@ -26,6 +23,9 @@ from storage_guard.responses import (
     presigned_url,
     save_generated,
 )
+from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving.classification import S3_CODES
+from storage_guard.saving.records import record_alias, update_attempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,7 +121,7 @@ def test_final_failure_gives_partial_result_with_exact_bytes(guarded_storage_fac
     assert outcome.url is None and outcome.retry_scheduled
     assert outcome.error_code == "ServiceUnavailable"
     assert outcome.filename == "lost.png" and outcome.content_type == "image/png"
-    assert outcome.message == messages.message_for("unavailable", kept=True, inline=True)
+    assert outcome.message == user_messages.message_for("unavailable", kept=True, inline=True)
     assert_person_message(outcome.message, outcome.error_code)
     saved = record(outcome.attempt_id)
     assert saved.status == Status.FAILED and saved.has_stash
@@ -162,7 +162,7 @@ def test_deferred_save_is_detected_as_partial(guarded_storage_factory, fault_pro
     assert outcome.error_code == "ConnectionClosed" or outcome.error_code.startswith("Connection")
     assert record(outcome.attempt_id).status == Status.DEFERRED
     assert base64.b64decode(outcome.content_base64) == data
-    assert outcome.message == messages.message_for("network", kept=True, inline=True)
+    assert outcome.message == user_messages.message_for("network", kept=True, inline=True)
 
 
 def test_content_over_the_inline_limit_is_kept_not_inlined(guarded_storage_factory, fault_proxy,
@@ -175,7 +175,7 @@ def test_content_over_the_inline_limit_is_kept_not_inlined(guarded_storage_facto
 
     assert outcome.partial and outcome.retry_scheduled
     assert outcome.content_base64 is None and outcome.size == 1001
-    assert outcome.message == messages.message_for("throttled", kept=True, inline=False)
+    assert outcome.message == user_messages.message_for("throttled", kept=True, inline=False)
     assert "kept" in outcome.message
 
 
@@ -196,7 +196,7 @@ def test_timeout_gives_the_timed_out_message(guarded_storage_factory, fault_prox
     outcome = save_generated(generated_bytes(), "generated/slow.png", storage=storage)
 
     assert outcome.partial and outcome.error_code == "ReadTimeout"
-    assert outcome.message == messages.message_for("timeout", kept=True, inline=True)
+    assert outcome.message == user_messages.message_for("timeout", kept=True, inline=True)
 
 
 def test_rejected_key_is_partial_without_retry(guarded_storage_factory, fault_proxy):
@@ -332,10 +332,10 @@ def test_presigned_url_needs_an_s3_storage(tmp_path):
 @pytest.mark.parametrize("code", sorted(S3_CODES))
 def test_every_classified_code_gets_a_message_without_the_code(code):
     _transient, category = S3_CODES[code]
-    reason = messages.reason_for(code, category)
+    reason = user_messages.reason_for(code, category)
     for kept in (True, False):
         for inline in (True, False):
-            assert_person_message(messages.message_for(reason, kept=kept, inline=inline), code)
+            assert_person_message(user_messages.message_for(reason, kept=kept, inline=inline), code)
 
 
 @pytest.mark.parametrize(("code", "category", "reason"), [
@@ -351,9 +351,9 @@ def test_every_classified_code_gets_a_message_without_the_code(code):
     ("Whatever", "unknown", "unknown"),
 ])
 def test_reason_groups(code, category, reason):
-    assert messages.reason_for(code, category) == reason
+    assert user_messages.reason_for(code, category) == reason
 
 
 def test_reasons_have_distinct_wording():
-    texts = {messages.message_for(r, kept=True, inline=True) for r in messages.REASONS}
-    assert len(texts) == len(messages.REASONS)
+    texts = {user_messages.message_for(r, kept=True, inline=True) for r in user_messages.REASONS}
+    assert len(texts) == len(user_messages.REASONS)

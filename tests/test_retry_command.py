@@ -1,4 +1,4 @@
-"""manage.py retry_failed_saves: a thin wrapper over storage_guard.replay, with exit statuses."""
+"""manage.py retry_failed_saves: a thin wrapper over operations.redelivery, with exit statuses."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ record and the stash were written through storage_guard's own connection and sta
 import pytest
 from django.db import connection, connections, transaction
 
-from storage_guard import stash
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving import stash
 from tests.testapp.models import Document
 
 pytestmark = [
@@ -63,7 +63,7 @@ def test_success_records_skip_the_wal_flush_failure_records_do_not(guarded_stora
                                                                     fault_proxy):
     from django.core.files.base import ContentFile
 
-    from storage_guard.recording import insert_failure
+    from storage_guard.saving.records import insert_failure
 
     guarded_storage_factory().save("sc/ok.bin", ContentFile(b"ok"))
     records = connections["default__storage_guard"]

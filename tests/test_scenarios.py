@@ -13,9 +13,9 @@ import time
 import pytest
 from django.core.files.base import ContentFile
 
-from storage_guard import stash
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving import stash
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -233,11 +233,11 @@ def test_retry_failed_saves_while_s3_still_fails_probes_once_and_stops(
 @pytest.mark.django_db(transaction=True)
 def test_an_automatic_replay_is_refused_skips_with_the_wait_and_changes_nothing(
         open_circuit_on_default, fault_proxy):
-    from storage_guard import replay
+    from storage_guard.operations import redelivery
 
     _storage, records = open_circuit_on_default
     before = {r.pk: (r.attempts, r.error_code) for r in SaveAttempt.objects.filter(pk__in=records)}
-    result = replay.replay(replay.Selection(), via="task")
+    result = redelivery.replay(redelivery.Selection(), via="task")
 
     assert fault_proxy.counts["requests"] == 0
     assert (result.delivered, result.failed, result.skipped) == (0, 0, 1)

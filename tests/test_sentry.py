@@ -14,8 +14,8 @@ import sentry_sdk
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from storage_guard import sentry
 from storage_guard.errors import SaveFailed, SaveRejected
+from storage_guard.integrations import sentry
 from storage_guard.models import SaveAttempt
 from tests import db_triggers, sentry_support
 from tests.testbed.faultproxy import error
@@ -232,8 +232,8 @@ def test_no_sentry_import_cost_when_it_is_absent(tmp_path):
 import sys, django
 django.setup()
 from botocore.exceptions import ClientError
-from storage_guard.observe import SaveTrace
-from storage_guard.retry import call_with_retries, RetryPolicy
+from storage_guard.saving.telemetry import SaveTrace
+from storage_guard.saving.retry_loop import call_with_retries, RetryPolicy
 
 def fail():
     raise ClientError({"Error": {"Code": "InternalError", "Message": "boom"},

@@ -6,8 +6,9 @@ import os
 
 from django.test import override_settings
 
-from storage_guard import checks, spool
+from storage_guard import checks
 from storage_guard.checks import Codes
+from storage_guard.saving import spool
 
 
 def spool_warnings(directory) -> list:

@@ -5,9 +5,9 @@ import os
 import pytest
 from django.core.files.base import ContentFile
 
-from storage_guard import stash
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, StashBackend, StashedPayload, Status
+from storage_guard.saving import stash
 
 pytestmark = pytest.mark.django_db
 

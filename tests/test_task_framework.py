@@ -10,8 +10,9 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from storage_guard import checks, task_framework
+from storage_guard import checks
 from storage_guard.checks import Codes
+from storage_guard.integrations import task_framework
 
 NO_FRAMEWORK = (
     "RETRY_WITH_TASKS is on but no task framework is installed (neither Django 6's django.tasks "

@@ -13,9 +13,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.template.loader import render_to_string
 
-from storage_guard import presets
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.timeouts import AttemptTimeouts, TimeoutRule, timeout_class
+from storage_guard.saving import presets
+from storage_guard.saving.timeouts import AttemptTimeouts, TimeoutRule, timeout_class
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from storage_guard.durations import parse_age
+from storage_guard.operations.durations import parse_age
 
 
 def checked(parse: Callable):

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 from django.core.management import call_command
 
-from storage_guard import stash
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias
+from storage_guard.saving import stash
+from storage_guard.saving.records import record_alias
 from tests.test_example_project import example_app  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True),
@@ -72,7 +72,7 @@ def test_partial_result_is_shown_kept_listed_and_later_delivered(
     admin = page.context.new_page()
     log_in(admin, base)
     listing = admin.goto(f"{base}/admin/storage_guard/saveattempt/")
-    assert listing.status == 200, "SaveAttempt is not in the admin (storage_guard/admin.py)"
+    assert listing.status == 200, "SaveAttempt is not in the admin (storage_guard/admin/)"
     row = admin.locator(
         f"#result_list tr:has(a[href$='/storage_guard/saveattempt/{record.pk}/change/'])")
     assert row.count() == 1

@@ -1,6 +1,6 @@
 """``manage.py purge_save_attempts --older-than 30d``: delete old records in batches.
 
-Thin: parses arguments, calls ``storage_guard.purge.purge``, reports counts.
+Thin: parses arguments, calls ``storage_guard.operations.purge.purge``, reports counts.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from storage_guard import purge
 from storage_guard.management.arguments import age, whole_number
+from storage_guard.operations import purge
 
 
 class Command(BaseCommand):

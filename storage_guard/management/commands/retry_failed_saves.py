@@ -1,6 +1,6 @@
 """``manage.py retry_failed_saves``: deliver stashed saves again (see ``docs/commands.md``).
 
-Thin: parses arguments, calls ``storage_guard.replay`` (which the admin action and the retry
+Thin: parses arguments, calls ``operations.redelivery`` (which the admin action and the retry
 task call too), reports counts. Exit status: 0 all delivered, 1 some still failing or some
 that can never be delivered, 2 usage error, 3 the circuit is open: the run's probe failed and it
 stopped early, leaving records untouched.
@@ -13,8 +13,10 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from storage_guard import clock, replay, spool
+from storage_guard import clock
 from storage_guard.management.arguments import age, whole_number
+from storage_guard.operations import redelivery
+from storage_guard.saving import spool
 
 CIRCUIT_OPEN_EXIT = 3
 
@@ -39,14 +41,14 @@ class Command(BaseCommand):
         if alias is not None and alias not in settings.STORAGES:
             raise CommandError(f"--storage {alias!r} is not in settings.STORAGES "
                                f"(known: {', '.join(sorted(settings.STORAGES))})", returncode=2)
-        selection = replay.Selection(limit=options["limit"], error_code=options["error_code"],
+        selection = redelivery.Selection(limit=options["limit"], error_code=options["error_code"],
                                      older_than=options["older_than"], storage_alias=alias)
         if options["dry_run"]:
             return self.dry_run(selection, as_json=options["json"])
         self.ingest_spool(quiet=options["json"])
-        progress = Progress(self.stdout, total=replay.count(selection)) \
+        progress = Progress(self.stdout, total=redelivery.count(selection)) \
             if self.stdout.isatty() and not options["json"] else None
-        result = replay.replay(selection, via="command",
+        result = redelivery.replay(selection, via="command",
                                on_item=progress.step if progress else None)
         if progress:
             progress.done()
@@ -68,7 +70,7 @@ class Command(BaseCommand):
             self.stdout.write(ingested.summary())
 
     def dry_run(self, selection, *, as_json: bool) -> None:
-        records = replay.pending(selection)
+        records = redelivery.pending(selection)
         if as_json:
             self.stdout.write(json.dumps({"dry_run": True, "would_replay": len(records), "items": [
                 {"record_id": r.pk, "key": r.key, "status": r.status, "error_code": r.error_code,
@@ -84,15 +86,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{waiting} save(s) wait in the last-resort spool (recorded and "
                               f"replayed by a run without --dry-run)")
 
-    def report(self, result: replay.ReplayResult, *, as_json: bool) -> None:
+    def report(self, result: redelivery.ReplayResult, *, as_json: bool) -> None:
         if as_json:
             self.stdout.write(json.dumps(result.as_dict(), indent=2))
             return
         for item in result.items:
-            if item.outcome == replay.FAILED:
+            if item.outcome == redelivery.FAILED:
                 self.stdout.write(f"failed again #{item.record_id} {item.code} "
                                   f"({item.attempts} attempts) {item.key}")
-            elif item.outcome == replay.SKIPPED:
+            elif item.outcome == redelivery.SKIPPED:
                 self.stdout.write(f"skipped #{item.record_id}: {item.reason}")
         style = self.style.SUCCESS if result.ok else self.style.ERROR
         self.stdout.write(style(result.summary()))
@@ -105,7 +107,7 @@ class Progress:
 
     def __init__(self, out, total: int):
         self.out, self.total, self.seen = out, max(total, 1), 0
-        self.counts = {replay.DELIVERED: 0, replay.FAILED: 0, replay.SKIPPED: 0}
+        self.counts = {redelivery.DELIVERED: 0, redelivery.FAILED: 0, redelivery.SKIPPED: 0}
 
     def step(self, item) -> None:
         self.seen += 1

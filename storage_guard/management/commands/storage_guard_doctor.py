@@ -1,6 +1,6 @@
 """``manage.py storage_guard_doctor``: is every guarded storage configured and reachable?
 
-Thin: calls ``storage_guard.doctor.examine`` and prints its report. Exit status 0 when every
+Thin: calls ``operations.doctor.examine`` and prints its report. Exit status 0 when every
 storage passed, 1 when any has a problem, 2 on a usage error.
 """
 
@@ -10,7 +10,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from storage_guard import doctor
+from storage_guard.operations import doctor
 
 
 class Command(BaseCommand):

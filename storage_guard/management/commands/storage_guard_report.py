@@ -1,6 +1,6 @@
 """``manage.py storage_guard_report``: what went wrong with saves, and whether it is the data.
 
-Thin: parses arguments, calls ``storage_guard.report.build_report`` and prints it as aligned
+Thin: parses arguments, calls ``operations.report.build_report`` and prints it as aligned
 tables or, with ``--json``, as one JSON document (``docs/report.md``). Exit status 0, or 2 on
 a usage error.
 """
@@ -12,9 +12,10 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from storage_guard import conf, report
+from storage_guard import conf
 from storage_guard.management.arguments import checked, whole_number
 from storage_guard.models import SaveAttempt
+from storage_guard.operations import report
 
 
 class Command(BaseCommand):

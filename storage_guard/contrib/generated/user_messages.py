@@ -2,8 +2,8 @@
 
 A message names what happened in plain words and what the person can do; it never contains a
 stack trace, an exception name or an error code (those go in the machine-readable fields of
-``storage_guard.responses.SaveOutcome``). The wording is chosen by *reason*, a coarse group of
-the classification table's codes and categories (``storage_guard.classification``).
+``responses.SaveOutcome``). The wording is chosen by *reason*, a coarse group of
+the classification table's codes and categories (``storage_guard.saving.classification``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ REASONS = ("timeout", "network", "throttled", "too_large", "key_rejected", "bad_
 TOO_LARGE_CODES = frozenset({"EntityTooLarge", "HeadersTooLarge", "MetadataTooLarge",
                              "RequestHeaderSectionTooLarge"})
 KEY_CODES = frozenset({"KeyTooLong", "KeyTooLongError"})
-# The name, type or details hold characters no request can carry (storage_guard.headers/keys).
+# The name, type or details hold characters no request can carry (saving.headers, keys).
 CHARACTER_CODES = frozenset({"InvalidHeader", "InvalidKey", "RequestNotSent", "EncodingError",
                              "ParamValidation"})
 CATEGORY_REASONS = {

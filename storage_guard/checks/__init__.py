@@ -17,8 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.utils.module_loading import import_string
 
-from storage_guard import conf, presets
+from storage_guard import conf
 from storage_guard.keys import HASH_CHARS, MIN_NAME_CHARS, SluggedUploadTo, full_key, utf8_len
+from storage_guard.saving import presets
 
 TAG = "storage_guard"
 # A date whose strftime output is as long as any: a Wednesday in September.
@@ -511,7 +512,7 @@ def check_breaker_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]
 def _task_backend() -> list[checks.CheckMessage]:
     if not conf.get("RETRY_WITH_TASKS"):
         return []
-    from storage_guard import task_framework
+    from storage_guard.integrations import task_framework
 
     alias = conf.get("TASK_BACKEND")
     if task_framework.module_name() is None:  # E013 too: no framework, so nothing can defer
@@ -527,7 +528,7 @@ def _task_backend() -> list[checks.CheckMessage]:
 
 
 def _last_resort_dir() -> list[checks.CheckMessage]:
-    from storage_guard import spool
+    from storage_guard.saving import spool
 
     if spool.directory() is None:
         return []  # turned off on purpose (documented)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
@@ -37,9 +36,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.dateparse import parse_datetime
 
 from storage_guard import conf
+from storage_guard.log import logger
 from storage_guard.models import SaveAttempt, key_digest
-
-logger = logging.getLogger("storage_guard")
 
 VERSION = 1
 SIDECAR, PAYLOAD, CLAIMED = ".json", ".bin", ".ingesting"
@@ -279,8 +277,8 @@ def _is_database_error(exc: BaseException) -> bool:
 
 
 def _ingest_one(claimed: Path) -> SaveAttempt:
-    from storage_guard import recording
-    from storage_guard.payload import Payload
+    from storage_guard.saving import records
+    from storage_guard.saving.payload import Payload
 
     entry = load(claimed)
     fields = dict(entry["fields"])
@@ -289,10 +287,10 @@ def _ingest_one(claimed: Path) -> SaveAttempt:
     if record is None:
         payload = Payload.from_bytes(read_payload(claimed, entry))
         plan = _stash(payload, fields, entry["stash"])
-        record = recording.insert_failure(
+        record = records.insert_failure(
             {**fields, "stash_backend": plan.backend, "stash_location": plan.location},
             plan.db_bytes)
-        recording.backdate(record, created_at)
+        records.backdate(record, created_at)
         _schedule_retry(record)
         logger.warning("spool_recorded %s as record %s (%s)", entry["id"], record.pk,
                        record.status, extra={"event": "spool_recorded", "record_id": record.pk,
@@ -304,7 +302,7 @@ def _ingest_one(claimed: Path) -> SaveAttempt:
 
 def _stash(payload, fields: dict, options: dict):
     """Where the ingested bytes go: a stash file the save already wrote, or a new stash."""
-    from storage_guard import stash
+    from storage_guard.saving import stash
 
     location = fields.pop("stash_location", "")
     fields.pop("stash_backend", None)
@@ -316,7 +314,7 @@ def _stash(payload, fields: dict, options: dict):
 
 def _already_recorded(fields: dict, entry: dict, created_at: datetime | None):
     """The record an interrupted earlier ingestion already wrote for this entry, if any."""
-    from storage_guard.recording import record_alias
+    from storage_guard.saving.records import record_alias
 
     return (SaveAttempt.objects.using(record_alias()).for_key(fields["key"])
             .filter(sha256=entry["sha256"], created_at=created_at).first())

@@ -18,24 +18,22 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from storage_guard import conf, sentry, signals
-from storage_guard.classification import (
+from storage_guard import conf, signals
+from storage_guard.integrations import sentry
+from storage_guard.log import LOGGER_NAME, logger  # noqa: F401 - LOGGER_NAME is re-exported
+from storage_guard.saving.classification import (
     SAFE_ERROR_FIELDS,  # noqa: F401 - re-exported
     Classification,
     key_bytes_bucket,
     safe_response,
     size_bucket,
 )
-from storage_guard.retry import AttemptInfo, Outcome, RetryListener
-from storage_guard.safetext import (  # noqa: F401 - MESSAGE_CHARS and redact are re-exported
+from storage_guard.saving.retry_loop import AttemptInfo, Outcome, RetryListener
+from storage_guard.saving.safetext import (  # noqa: F401 - MESSAGE_CHARS and redact are re-exported
     MESSAGE_CHARS,
     escape_controls,
-    install_log_escaping,
     redact,
 )
-
-LOGGER_NAME = "storage_guard"
-logger = install_log_escaping(logging.getLogger(LOGGER_NAME))
 
 WRITE_OPERATIONS = frozenset({"save", "redeliver"})
 READ_OPERATIONS = frozenset({"open", "exists", "size", "listdir", "delete", "head"})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import mimetypes
 import posixpath
 from dataclasses import asdict, dataclass
@@ -26,12 +25,13 @@ from django.core.files.storage import default_storage
 from django.http import JsonResponse
 from storages.utils import clean_name
 
-from storage_guard import conf, messages
-from storage_guard.classification import data_dependent
+from storage_guard import conf
+from storage_guard.contrib.generated import user_messages
 from storage_guard.errors import StorageGuardError
+from storage_guard.log import logger
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.recording import record_alias
-from storage_guard.safetext import install_log_escaping
+from storage_guard.saving.classification import data_dependent
+from storage_guard.saving.records import record_alias
 
 __all__ = [
     "MAX_PRESIGNED_EXPIRY",
@@ -44,7 +44,6 @@ __all__ = [
     "status_token",
 ]
 
-logger = install_log_escaping(logging.getLogger(__name__))
 
 # SigV4 presigned URLs are valid for at most 7 days.
 MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
@@ -169,7 +168,7 @@ def _saved(generated: _Generated, storage, name: str, record) -> SaveOutcome:
     return SaveOutcome(
         saved=True, partial=False, name=name, url=_url(storage, name),
         attempt_id=record.pk if record else None, retry_scheduled=False,
-        message=messages.saved_message(), error_code=None,
+        message=user_messages.saved_message(), error_code=None,
         content_type=generated.content_type, filename=posixpath.basename(name),
         size=len(generated.data), status_token=status_token(record))
 
@@ -178,11 +177,12 @@ def _partial(generated: _Generated, record, *, code: str, category: str) -> Save
     kept = will_be_retried(record)
     inline = len(generated.data) <= int(conf.get("INLINE_MAX_BYTES"))
     name = record.name if record is not None and record.name else generated.name
-    reason = messages.reason_for(code, category)
+    reason = user_messages.reason_for(code, category)
     return SaveOutcome(
         saved=False, partial=True, name=name, url=None,
         attempt_id=record.pk if record is not None else None, retry_scheduled=kept,
-        message=messages.message_for(reason, kept=kept, inline=inline), error_code=code or None,
+        message=user_messages.message_for(reason, kept=kept, inline=inline),
+        error_code=code or None,
         content_type=generated.content_type, filename=posixpath.basename(name),
         size=len(generated.data),
         content_base64=base64.b64encode(generated.data).decode("ascii") if inline else None,

@@ -25,11 +25,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from storage_guard import circuits, clock, conf
-from storage_guard.classification import describe
-from storage_guard.durations import is_age, parse_age
+from storage_guard import clock, conf
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.observe import cut_key
+from storage_guard.operations import circuits
+from storage_guard.operations.durations import is_age, parse_age
+from storage_guard.saving.classification import describe
+from storage_guard.saving.telemetry import cut_key
 
 PERCENTILES = (0.5, 0.95, 0.99)
 DEFAULT_SINCE = "24h"

@@ -17,7 +17,6 @@ a busy disk. Measured in ``docs/scaling.md``.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,11 +24,10 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from storage_guard import stash
+from storage_guard.log import logger
 from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend, Status
-from storage_guard.recording import record_alias
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.saving import stash
+from storage_guard.saving.records import record_alias
 
 RESOLVED = (Status.SUCCEEDED, Status.RECOVERED, Status.REJECTED, Status.ABANDONED,
             Status.CANCELLED)

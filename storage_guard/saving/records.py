@@ -14,14 +14,13 @@ thread cuts the connection's socket when the server has not answered one second 
 which is the only thing that ends a write to a database that accepts connections and never
 answers. On SQLite the busy timeout is lowered to ``RECORD_STATEMENT_TIMEOUT`` for the write.
 A write that runs out of time raises a database error, which the storage turns into a
-last-resort spool entry (``storage_guard.spool``) instead of losing the bytes.
+last-resort spool entry (``storage_guard.saving.spool``) instead of losing the bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import math
 import os
 import socket
@@ -32,10 +31,9 @@ from collections.abc import Callable
 from django.db import Error, connections, transaction
 
 from storage_guard import conf
+from storage_guard.log import logger
 from storage_guard.models import SaveAttempt, StashedPayload, key_digest
-from storage_guard.safetext import storable_fields
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.saving.safetext import storable_fields
 
 SUFFIX = "__storage_guard"
 # How long after the server's own statement timeout the client gives up on a silent server.
@@ -260,6 +258,6 @@ def flush(timeout: float | None = None) -> bool:
 
     For tests, and for code that reads records it has just caused in the same process.
     """
-    from storage_guard import record_writer
+    from storage_guard.saving import success_records
 
-    return record_writer.flush(timeout)
+    return success_records.flush(timeout)

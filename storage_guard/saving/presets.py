@@ -7,7 +7,7 @@ the preset's value. ``docs/configuration.md`` explains which preset fits which w
 
 The timeout rule (``put_timeout_*``): a request that carries ``n`` bytes may wait
 ``put_timeout_floor + n / put_timeout_rate`` seconds for S3's answer, at most
-``put_timeout_ceiling`` (see ``storage_guard/timeouts.py``).
+``put_timeout_ceiling`` (see ``storage_guard/saving/timeouts.py``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from django.core.files.storage import default_storage
 from django.core.serializers.json import DjangoJSONEncoder
 
 from storage_guard import conf
+from storage_guard.contrib.generated.responses import SaveOutcome, save_generated
 from storage_guard.keys import date_partitioned_key, slugify_segment
-from storage_guard.responses import SaveOutcome, save_generated
 
 __all__ = ["CONTENT_TYPE", "SUFFIX", "document_name", "encode_document", "load_document",
            "save_document"]

@@ -24,7 +24,6 @@ stops the run for that storage ("circuit open: S3 still failing, N left untouche
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -34,14 +33,13 @@ from django.core.files.storage import InvalidStorageError
 from django.db import transaction
 from django.utils import timezone
 
-from storage_guard import stash
-from storage_guard.classification import Classification, classify
+from storage_guard.log import logger
 from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend, Status
-from storage_guard.rebuild import storage_for
-from storage_guard.recording import record_alias
-from storage_guard.retry import AttemptInfo
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.operations.rebuild import storage_for
+from storage_guard.saving import stash
+from storage_guard.saving.classification import Classification, classify
+from storage_guard.saving.records import record_alias
+from storage_guard.saving.retry_loop import AttemptInfo
 
 DELIVERED, FAILED, SKIPPED = "delivered", "failed", "skipped"
 OPERATOR_VIAS = frozenset({"command", "admin"})  # runs an operator started: they may probe

@@ -29,17 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from django.core.cache import caches
 
-from storage_guard.classification import Classification
 from storage_guard.errors import CircuitOpen
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.log import logger
+from storage_guard.saving.classification import Classification
 
 CLOSED, OPEN, HALF_OPEN, UNKNOWN = "closed", "open", "half-open", "unknown"
 UNAVAILABLE = object()  # what a cache call returns when the cache failed or is being skipped

@@ -17,9 +17,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
 from storage_guard.models import SaveAttempt, StashBackend, StashedPayload, Status
-from storage_guard.payload import Payload
-from storage_guard.recording import bounded, record_alias
-from storage_guard.spool import SpooledSave
+from storage_guard.saving.payload import Payload
+from storage_guard.saving.records import bounded, record_alias
+from storage_guard.saving.spool import SpooledSave
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ cache and never raises; building a storage that cannot be built is reported, not
 
 from __future__ import annotations
 
-import logging
 import math
 
 from django.core.files.storage import storages
@@ -15,14 +14,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from storage_guard import clock
-from storage_guard.breaker import BreakerSnapshot
-
-logger = logging.getLogger(__name__)
+from storage_guard.log import logger
+from storage_guard.saving.breaker import BreakerSnapshot
 
 
 def snapshots() -> list[BreakerSnapshot]:
     """One snapshot per distinct breaker of the guarded storages, in settings order."""
-    from storage_guard.doctor import guarded_aliases
+    from storage_guard.operations.doctor import guarded_aliases
 
     seen: dict[str, BreakerSnapshot] = {}
     for alias in guarded_aliases():

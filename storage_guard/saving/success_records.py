@@ -29,7 +29,6 @@ it returns always has its primary key.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import queue
 import random
@@ -41,11 +40,12 @@ from contextvars import ContextVar
 from django.db import connections, transaction
 from django.utils import timezone
 
-from storage_guard import conf, recording, sentry
+from storage_guard import conf
+from storage_guard.integrations import sentry
+from storage_guard.log import logger
 from storage_guard.models import SaveAttempt, key_digest
-from storage_guard.safetext import storable_fields
-
-logger = logging.getLogger("storage_guard")
+from storage_guard.saving import records
+from storage_guard.saving.safetext import storable_fields
 
 EXIT_FLUSH_TIMEOUT = 10.0
 LINGER = 0.05  # seconds the writer waits after the first record of a batch, for more to come
@@ -86,7 +86,7 @@ def written_now():
 def write_success(fields: dict) -> SaveAttempt | None:
     """Write a success record now (returned) or queue it for the writer (None)."""
     if _written_now.get() or conf.get("RECORD_WRITER") == "inline":
-        return recording.insert_attempt(**fields)
+        return records.insert_attempt(**fields)
     return writer().submit(fields)
 
 
@@ -126,7 +126,7 @@ class RecordWriter:
                            "the request (%s so far)", self.queue.qsize(), self.written_inline,
                            extra={"event": "record_queue_full", "queued": self.queue.qsize(),
                                   "written_inline": self.written_inline})
-        return recording.insert_attempt(**fields)
+        return records.insert_attempt(**fields)
 
     def _ensure_thread(self) -> None:
         thread = self.thread
@@ -237,7 +237,7 @@ def insert_many(rows: list[dict]) -> None:
     stretch of pure Python here would make every request that returns from a socket read wait
     for it. Timestamps and defaults are prepared once per batch.
     """
-    alias = recording.record_alias()
+    alias = records.record_alias()
     connection = connections[alias]
     fields, sql = _insert_statement(connection)
     now = timezone.now()
@@ -267,7 +267,7 @@ def _insert_statement(connection) -> tuple[list, str]:
 
 def close_record_connection() -> None:
     try:
-        connections[recording.record_alias()].close()
+        connections[records.record_alias()].close()
     except Exception:  # noqa: BLE001 - closing a broken connection may fail too
         pass
 

@@ -17,7 +17,7 @@ import datetime
 from urllib.parse import quote
 
 from storage_guard.errors import HeadersTooLarge, InvalidHeader
-from storage_guard.safetext import describe_char, escape_controls, find_unsafe
+from storage_guard.saving.safetext import describe_char, escape_controls, find_unsafe
 
 __all__ = ["check_header_values", "check_headers", "header_sizes", "metadata_bytes"]
 

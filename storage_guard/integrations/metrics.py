@@ -24,13 +24,13 @@ Computed when scraped (``StorageGuardCollector``), from state every process shar
 
 from __future__ import annotations
 
-import logging
 import os
 
 from django.http import HttpResponse
 from django.utils import timezone
 
 from storage_guard import conf
+from storage_guard.log import logger
 
 try:
     import prometheus_client
@@ -39,7 +39,6 @@ try:
 except ImportError:  # the optional extra is not installed
     prometheus_client = None
 
-logger = logging.getLogger("storage_guard")
 
 BREAKER_STATES = ("closed", "open", "half-open", "unknown")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -69,7 +68,7 @@ def install() -> bool:
         return _installed
     from storage_guard.signals import save_finished
 
-    save_finished.connect(count_save, dispatch_uid="storage_guard.metrics")
+    save_finished.connect(count_save, dispatch_uid="storage_guard.integrations.metrics")
     prometheus_client.REGISTRY.register(COLLECTOR)
     _installed = True
     return True
@@ -99,7 +98,7 @@ class StorageGuardCollector:
 def breaker_metrics():
     from django.core.files.storage import storages
 
-    from storage_guard.doctor import guarded_aliases
+    from storage_guard.operations.doctor import guarded_aliases
 
     state = GaugeMetricFamily("storage_guard_breaker_state",
                               "1 for the circuit's current state (closed, open, half-open, "
@@ -142,7 +141,7 @@ def _record_families(limit: int):
     from django.db.models import Count, Sum
 
     from storage_guard.models import UNRESOLVED, SaveAttempt, StashBackend
-    from storage_guard.recording import record_alias
+    from storage_guard.saving.records import record_alias
 
     records = SaveAttempt.objects.using(record_alias()).order_by()
     unresolved = GaugeMetricFamily(

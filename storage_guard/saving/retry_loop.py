@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from storage_guard.classification import Classification, classify
 from storage_guard.errors import CircuitOpen
+from storage_guard.saving.classification import Classification, classify
 
 
 @dataclass(frozen=True)

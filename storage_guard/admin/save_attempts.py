@@ -45,9 +45,8 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from storage_guard import circuits, clock, replay, stash
-from storage_guard.admin_summary import window_stats
-from storage_guard.classification import CATEGORIES, safe_response
+from storage_guard import clock
+from storage_guard.admin.summary import window_stats
 from storage_guard.models import (
     ATTENTION,
     UNRESOLVED,
@@ -56,7 +55,10 @@ from storage_guard.models import (
     Status,
     key_digest,
 )
-from storage_guard.safetext import storable
+from storage_guard.operations import circuits, redelivery
+from storage_guard.saving import stash
+from storage_guard.saving.classification import CATEGORIES, safe_response
+from storage_guard.saving.safetext import storable
 
 COUNT_CAP = 10_000
 ACTION_LIMIT = 100  # records one "Retry now" click replays inside a web request
@@ -123,7 +125,7 @@ class StorageFilter(admin.SimpleListFilter):
     title, parameter_name = gettext_lazy("storage"), "storage_alias"
 
     def lookups(self, request, model_admin):
-        from storage_guard.doctor import guarded_aliases
+        from storage_guard.operations.doctor import guarded_aliases
 
         return [(alias, alias) for alias in guarded_aliases()]
 
@@ -281,18 +283,18 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         self.retry_records(request, ids)
         return None
 
-    def retry_records(self, request, ids: list[int]) -> replay.ReplayResult:
+    def retry_records(self, request, ids: list[int]) -> redelivery.ReplayResult:
         """Replay ``ids``, tell the user how each went and write it to the admin's history."""
-        result = replay.replay_ids(ids, via="admin")
+        result = redelivery.replay_ids(ids, via="admin")
         level = messages.SUCCESS if result.ok else messages.WARNING
         self.message_user(request, _("Retry: %(summary)s.") % {"summary": result.summary()},
                           level)
         records = SaveAttempt.objects.in_bulk([item.record_id for item in result.items])
         for item in result.items:
             line = item_line(item)
-            if item.outcome != replay.DELIVERED:
+            if item.outcome != redelivery.DELIVERED:
                 self.message_user(request, line, messages.WARNING
-                                  if item.outcome == replay.FAILED else messages.INFO)
+                                  if item.outcome == redelivery.FAILED else messages.INFO)
             if item.record_id in records:
                 self.log_change(request, records[item.record_id],
                                 _("Retry now: %(line)s") % {"line": line})
@@ -314,7 +316,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
     def abandon_records(self, request, records: list[SaveAttempt]) -> None:
         free = request.POST.get("free_stash") == "on"
         ids = [r.pk for r in records]
-        result = replay.abandon(ids, free_stash=free)
+        result = redelivery.abandon(ids, free_stash=free)
         self.message_user(request, _("Marked %(abandoned)d save(s) abandoned; freed "
                                      "%(freed)d stash(es); skipped %(skipped)d.") % {
             "abandoned": result.abandoned, "freed": result.stashes_freed,
@@ -486,10 +488,10 @@ def change_url(record_id: int) -> str:
     return reverse("admin:storage_guard_saveattempt_change", args=[record_id])
 
 
-def item_line(item: replay.ItemResult) -> str:
+def item_line(item: redelivery.ItemResult) -> str:
     """One replayed record as the replay reported it: delivered, failed again, or skipped."""
-    if item.outcome == replay.DELIVERED:
+    if item.outcome == redelivery.DELIVERED:
         return _("#%(id)d delivered") % {"id": item.record_id}
-    if item.outcome == replay.FAILED:
+    if item.outcome == redelivery.FAILED:
         return _("#%(id)d failed again: %(code)s") % {"id": item.record_id, "code": item.code}
     return _("#%(id)d skipped: %(reason)s") % {"id": item.record_id, "reason": item.reason}

@@ -21,10 +21,11 @@ from django.core.files.storage import storages
 from django.db import connections
 from django.utils.translation import gettext as _
 
-from storage_guard import circuits, conf
-from storage_guard.classification import Classification, classify
+from storage_guard import conf
 from storage_guard.models import SaveAttempt
-from storage_guard.recording import record_alias
+from storage_guard.operations import circuits
+from storage_guard.saving.classification import Classification, classify
+from storage_guard.saving.records import record_alias
 
 CANARY_PREFIX = "storage_guard/doctor"
 SKEW_WARN_SECONDS = 60.0
@@ -48,7 +49,7 @@ class StorageReport:
     settings: dict = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     clock_skew_seconds: float | None = None
-    circuit: str = ""  # the breaker in words (storage_guard.circuits.describe)
+    circuit: str = ""  # the breaker in words (storage_guard.operations.circuits.describe)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -131,7 +132,7 @@ EXAMPLE_SIZES = {"2 KB": 2 * 1024, "1 MB": 1024 * 1024, "8 MB part": 8 * 1024 * 
 
 def put_timeouts(storage) -> dict:
     """The timeout rule, and what it gives a first try (and the deadline) at a few sizes."""
-    from storage_guard.timeouts import AttemptTimeouts
+    from storage_guard.saving.timeouts import AttemptTimeouts
 
     rule = storage.timeout_rule
     return {

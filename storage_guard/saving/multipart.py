@@ -15,18 +15,16 @@ success, one ``OK`` entry: ``attempts`` is one plus the number of requests that 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 
 from botocore.exceptions import ClientError
 from s3transfer.upload import UploadSubmissionTask
 from s3transfer.utils import FULL_OBJECT_CHECKSUM_ARGS, set_default_checksum_algorithm
 
-from storage_guard.classification import classify
-from storage_guard.retry import AttemptInfo, Outcome, call_with_retries
-from storage_guard.timeouts import AttemptTimeouts
-
-logger = logging.getLogger(__name__)
+from storage_guard.log import logger
+from storage_guard.saving.classification import classify
+from storage_guard.saving.retry_loop import AttemptInfo, Outcome, call_with_retries
+from storage_guard.saving.timeouts import AttemptTimeouts
 
 CREATE_BLOCKLIST = (*FULL_OBJECT_CHECKSUM_ARGS, "MpuObjectSize", "ChecksumType")
 

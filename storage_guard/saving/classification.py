@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from botocore import exceptions as bce
 
-from storage_guard.safetext import redact
+from storage_guard.saving.safetext import redact
 
 try:  # urllib3 is always present with botocore, but keep the import tolerant.
     from urllib3 import exceptions as u3e

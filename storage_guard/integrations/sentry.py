@@ -32,7 +32,8 @@ import threading
 import time
 from collections.abc import Callable
 
-LOGGER_NAME = "storage_guard"
+from storage_guard.log import LOGGER_NAME
+
 LOGGER_PATTERNS = (LOGGER_NAME, f"{LOGGER_NAME}.*")  # fnmatch patterns, as sentry matches them
 PACKAGE = "storage_guard"
 CONTEXT_NAME = "storage_guard"
@@ -48,7 +49,7 @@ _last_message: dict[str, float] = {}
 def __getattr__(name: str):
     """``StorageGuardIntegration`` imports sentry_sdk, so only when it is asked for."""
     if name == "StorageGuardIntegration":
-        from storage_guard.sentry_integration import StorageGuardIntegration
+        from storage_guard.integrations.sentry_integration import StorageGuardIntegration
 
         return StorageGuardIntegration
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

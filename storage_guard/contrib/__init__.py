@@ -1,0 +1,1 @@
+"""Features built on the guarded save for a particular audience."""

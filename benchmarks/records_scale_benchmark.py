@@ -15,8 +15,8 @@ never the shared test database) and migrates ``storage_guard`` into it.
 bytes, then times inserts into the filled table against an empty copy of it (``CREATE TABLE …
 (LIKE … INCLUDING ALL)``: the same columns and indexes), interleaved rep by rep with the order
 alternating: ``--inserts`` records one per commit through the synchronous path
-(``recording.insert_attempt`` on the record alias: autocommit, ``synchronous_commit=off``) and
-four times as many through the background writer's path (``record_writer.insert_many``,
+(``records.insert_attempt`` on the record alias: autocommit, ``synchronous_commit=off``) and
+four times as many through the background writer's path (``success_records.insert_many``,
 ``--batch`` per commit). The inserted rows are deleted again, so the table stays at ``--rows``.
 
 ``purge`` runs an inserter thread (the real record path, one row at a time, as a web process

@@ -278,7 +278,7 @@ def rows_in(database: Path) -> list[str]:
 def test_records_still_queued_at_exit_are_written(tmp_path):
     database, _ = run_script(tmp_path, """
         for number in range(200):
-            record_writer.writer().submit(fields(f"exit/{number:03d}"))
+            success_records.writer().submit(fields(f"exit/{number:03d}"))
         # no flush: the interpreter exits with records queued
     """)
     assert rows_in(database) == [f"exit/{n:03d}" for n in range(200)]
@@ -286,7 +286,7 @@ def test_records_still_queued_at_exit_are_written(tmp_path):
 
 def test_a_forked_child_starts_its_own_writer_with_an_empty_queue(tmp_path):
     database, out = run_script(tmp_path, """
-        writer = record_writer.writer()
+        writer = success_records.writer()
         for number in range(5):  # queued in the parent, no thread yet
             writer.queue.put_nowait(fields(f"parent/{number}"))
         child = os.fork()

@@ -84,7 +84,16 @@ STORAGE_OPTIONS = (
     "BREAKER_WINDOW", "BREAKER_INITIAL_COOLDOWN",
 )
 
-CHOICES = {"ON_FAILURE": ("raise", "defer"), "KEY_POLICY": ("shorten", "reject")}
+
+
+def __getattr__(name: str):
+    # CHOICES moved to storage_guard.options (keyed in lower case there, with every rule);
+    # it is looked up late because that module reads this one.
+    if name == "CHOICES":
+        from storage_guard.options import CHOICES
+
+        return {key.upper(): CHOICES[key] for key in ("on_failure", "key_policy")}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @cache

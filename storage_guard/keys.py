@@ -80,11 +80,11 @@ class KeyLimits:
     policy: str = "shorten"
 
     def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ImproperlyConfigured(
-                f"key_policy must be one of {POLICIES}, not {self.policy!r}")
-        if self.max_key_bytes < 1 or self.max_segment_bytes < 1:
-            raise ImproperlyConfigured("max_key_bytes and max_segment_bytes must be positive")
+        from storage_guard import options  # the rules module imports this one
+
+        problem = options.key_limits_problem(self)
+        if problem:
+            raise ImproperlyConfigured(problem)
 
     @classmethod
     def from_settings(cls) -> KeyLimits:

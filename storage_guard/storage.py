@@ -13,11 +13,13 @@ from contextvars import ContextVar
 from functools import cached_property
 
 from botocore.config import Config
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
-from storage_guard import conf, keys
+from storage_guard import conf, keys, options
 from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.log import logger
 from storage_guard.models import Status
@@ -63,20 +65,15 @@ class GuardedS3Storage(S3Storage):
                                                                       "preset", preset))
         # the storage's own preset fills in what its options leave out (saving/presets.py)
         super().__init__(**{**(presets.option_values(preset) if preset else {}), **settings})
-        self._validate_options()
+        problem = options.storage_problem(self)
+        if problem:
+            raise ImproperlyConfigured(problem)
         self._find_alias(settings)
         self.client_config = self.client_config.merge(Config(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
         ))
-
-    def _validate_options(self) -> None:
-        for name, choices in conf.CHOICES.items():
-            value = getattr(self, name.lower())
-            if value not in choices:
-                raise ImproperlyConfigured(
-                    f"GuardedS3Storage option {name.lower()}={value!r} must be one of {choices}")
 
     def _find_alias(self, options: dict) -> None:
         """Name this storage by its ``STORAGES`` alias, or describe it for replay (no secrets)."""
@@ -451,3 +448,25 @@ class GuardedS3Storage(S3Storage):
                                   "error_code": type(exc).__name__})
             record = None
         return record or spool.find(key)
+
+
+def is_guarded(storage) -> bool:
+    """Whether ``storage`` is a ``GuardedS3Storage``: an instance (a lazy one, such as
+    ``default_storage``, too), a class, or a class's dotted path (a ``BACKEND`` in STORAGES)."""
+    if isinstance(storage, str):
+        try:
+            storage = import_string(storage)
+        except ImportError:
+            return False
+    try:
+        if isinstance(storage, type):
+            return issubclass(storage, GuardedS3Storage)
+        return isinstance(storage, GuardedS3Storage)
+    except ImproperlyConfigured:  # a lazy storage that cannot be built: E002-E011 say why
+        return False
+
+
+def guarded_aliases() -> list[str]:
+    """The aliases of ``settings.STORAGES`` whose backend is a ``GuardedS3Storage``, in order."""
+    return [alias for alias, spec in django_settings.STORAGES.items()
+            if is_guarded(spec.get("BACKEND", ""))]

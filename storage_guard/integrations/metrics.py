@@ -98,7 +98,7 @@ class StorageGuardCollector:
 def breaker_metrics():
     from django.core.files.storage import storages
 
-    from storage_guard.operations.doctor import guarded_aliases
+    from storage_guard.storage import guarded_aliases
 
     state = GaugeMetricFamily("storage_guard_breaker_state",
                               "1 for the circuit's current state (closed, open, half-open, "

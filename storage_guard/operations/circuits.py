@@ -20,7 +20,7 @@ from storage_guard.saving.breaker import BreakerSnapshot
 
 def snapshots() -> list[BreakerSnapshot]:
     """One snapshot per distinct breaker of the guarded storages, in settings order."""
-    from storage_guard.operations.doctor import guarded_aliases
+    from storage_guard.storage import guarded_aliases
 
     seen: dict[str, BreakerSnapshot] = {}
     for alias in guarded_aliases():

@@ -26,6 +26,7 @@ from storage_guard.models import SaveAttempt
 from storage_guard.operations import circuits
 from storage_guard.saving.classification import Classification, classify
 from storage_guard.saving.records import record_alias
+from storage_guard.storage import guarded_aliases
 
 CANARY_PREFIX = "storage_guard/doctor"
 SKEW_WARN_SECONDS = 60.0
@@ -68,23 +69,6 @@ class DoctorReport:
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "storages": [{**asdict(s), "ok": s.ok} for s in self.storages]}
-
-
-def guarded_aliases() -> list[str]:
-    from storage_guard.storage import GuardedS3Storage
-
-    found = []
-    for alias, spec in settings.STORAGES.items():
-        backend = spec.get("BACKEND", "")
-        try:
-            from django.utils.module_loading import import_string
-
-            cls = import_string(backend)
-        except ImportError:
-            continue
-        if isinstance(cls, type) and issubclass(cls, GuardedS3Storage):
-            found.append(alias)
-    return found
 
 
 def examine(aliases: list[str] | None = None) -> DoctorReport:

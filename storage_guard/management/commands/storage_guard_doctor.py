@@ -11,6 +11,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from storage_guard.operations import doctor
+from storage_guard.storage import guarded_aliases
 
 
 class Command(BaseCommand):
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
     def handle(self, *args, **options):
-        known = doctor.guarded_aliases()
+        known = guarded_aliases()
         aliases = options["storage"]
         for alias in aliases or ():
             if alias not in known:

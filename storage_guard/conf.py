@@ -88,10 +88,14 @@ STORAGE_OPTIONS = (
 
 def __getattr__(name: str):
     # CHOICES moved to storage_guard.options (keyed in lower case there, with every rule);
-    # it is looked up late because that module reads this one.
+    # it is looked up late because that module reads this one. Removed in 0.2.0.
     if name == "CHOICES":
+        import warnings
+
         from storage_guard.options import CHOICES
 
+        warnings.warn("storage_guard.conf.CHOICES moved to storage_guard.options.CHOICES",
+                      DeprecationWarning, stacklevel=2)
         return {key.upper(): CHOICES[key] for key in ("on_failure", "key_policy")}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -453,17 +453,14 @@ class GuardedS3Storage(S3Storage):
 def is_guarded(storage) -> bool:
     """Whether ``storage`` is a ``GuardedS3Storage``: an instance (a lazy one, such as
     ``default_storage``, too), a class, or a class's dotted path (a ``BACKEND`` in STORAGES)."""
-    if isinstance(storage, str):
-        try:
-            storage = import_string(storage)
-        except ImportError:
-            return False
     try:
+        if isinstance(storage, str):
+            storage = import_string(storage)
         if isinstance(storage, type):
             return issubclass(storage, GuardedS3Storage)
         return isinstance(storage, GuardedS3Storage)
-    except ImproperlyConfigured:  # a lazy storage that cannot be built: E002-E011 say why
-        return False
+    except (ImportError, ImproperlyConfigured):  # a BACKEND that is not there, or a lazy
+        return False  # storage that cannot be built (E002-E011 say why)
 
 
 def guarded_aliases() -> list[str]:

@@ -85,7 +85,6 @@ STORAGE_OPTIONS = (
 )
 
 
-
 def __getattr__(name: str):
     # CHOICES moved to storage_guard.options (keyed in lower case there, with every rule);
     # it is looked up late because that module reads this one. Removed in 0.2.0.

@@ -24,7 +24,7 @@ from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.log import logger
 from storage_guard.models import Status
 from storage_guard.operations import rebuild
-from storage_guard.saving import presets, records, spool, stash, success_records
+from storage_guard.saving import headers, presets, records, spool, stash, success_records
 from storage_guard.saving.breaker import CircuitBreaker
 from storage_guard.saving.multipart import MultipartUpload
 from storage_guard.saving.payload import Payload
@@ -203,8 +203,8 @@ class GuardedS3Storage(S3Storage):
 
     def _check_headers(self, name, key, params, payload) -> None:
         try:
-            keys.check_headers(key, params, max_metadata_bytes=self.max_metadata_bytes,
-                               max_header_bytes=self.max_header_bytes)
+            headers.check_headers(key, params, max_metadata_bytes=self.max_metadata_bytes,
+                                  max_header_bytes=self.max_header_bytes)
         except SaveRejected as exc:
             self._record_rejection(name, exc, payload=payload, params=params)
             raise

@@ -22,7 +22,9 @@ LIMITS = {"max_metadata_bytes": 2048, "max_header_bytes": 8192}
 
 
 def test_check_headers_is_re_exported_from_keys():
-    assert keys.check_headers is check_headers
+    with pytest.deprecated_call(match="storage_guard.saving.headers.check_headers") as caught:
+        assert keys.check_headers is check_headers
+    assert caught[0].filename == __file__  # the warning points at the caller
 
 
 def test_ordinary_params_pass():

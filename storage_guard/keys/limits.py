@@ -1,45 +1,24 @@
-"""Object keys S3 will accept: slugs, key builders, and the length limits enforced before a save.
+"""The length limits every object key is held to, and ``fit_name``, the gate that enforces them.
 
 ``fit_name`` is the one gate every save path goes through (the storage calls it from
 ``generate_filename``, ``get_available_name`` and ``_save``). Names that already fit are returned
 unchanged; names that do not are shortened (policy ``"shorten"``) or refused with
 ``KeyTooLong`` (policy ``"reject"``). ``docs/keys.md`` gives the reason for every number here.
+Slugs are in ``keys.slugs``, the ``upload_to`` builder and date-partitioned keys in
+``keys.builders``; import them all from ``storage_guard.keys``.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import re
 import unicodedata
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
-from django.utils import timezone
-from django.utils.deconstruct import deconstructible
-from text_unidecode import unidecode
 
 from storage_guard import conf
 from storage_guard.errors import InvalidKey, KeyTooLong
-from storage_guard.saving.headers import check_headers
 from storage_guard.saving.safetext import escape_controls, find_unsafe
-
-__all__ = [
-    "HASH_CHARS",
-    "MIN_NAME_CHARS",
-    "POLICIES",
-    "KeyLimits",
-    "SluggedUploadTo",
-    "check_headers",
-    "check_key_characters",
-    "date_partitioned_key",
-    "fit_name",
-    "full_key",
-    "short_hash",
-    "slugify_segment",
-    "split_extension",
-    "utf8_len",
-]
 
 POLICIES = ("shorten", "reject")
 # 12 hex digits = 48 bits: a collision needs ~16 million long names that also share the cut text.
@@ -52,7 +31,6 @@ MAX_EXTENSION_CHARS = 16
 WRAPPER_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst", ".br", ".lz", ".lz4", ".lzma", ".z"})
 # Characters a shortened stem must not end with (a dangling mark, joiner or separator).
 _DANGLING = " \t._-\u200c\u200d"
-_SLUG_JUNK = re.compile(r"[^a-z0-9]+")
 
 
 def utf8_len(text: str) -> int:
@@ -101,39 +79,6 @@ class KeyLimits:
             int(getattr(storage, "max_segment_bytes", defaults.max_segment_bytes)),
             str(getattr(storage, "key_policy", defaults.policy)),
         )
-
-
-# --- Slugs -----------------------------------------------------------------------------------
-
-
-def slugify_segment(value, max_length: int | None = None) -> str:
-    """A key segment made from any text: ASCII ``[a-z0-9]`` runs joined by single hyphens.
-
-    The text is NFKC-normalised, transliterated to ASCII with ``text-unidecode``, lower-cased,
-    and every run of other characters becomes one ``-``. A slug longer than ``max_length``
-    (default: the ``MAX_SLUG_LENGTH`` setting) is cut and ends in ``-`` plus a hash of the whole
-    (NFC-normalised) original, so two different long titles never share a slug. Text with
-    nothing to transliterate (only emoji, say) becomes its hash: the result is never empty.
-    """
-    if max_length is None:
-        max_length = int(conf.get("MAX_SLUG_LENGTH"))
-    if max_length < 1:
-        raise ValueError("max_length must be at least 1")
-    original = unicodedata.normalize("NFC", str(value))
-    ascii_text = unidecode(unicodedata.normalize("NFKC", original)).lower()
-    slug = _SLUG_JUNK.sub("-", ascii_text).strip("-")
-    if not slug:
-        return short_hash(original, min(HASH_CHARS, max_length))
-    if len(slug) <= max_length:
-        return slug
-    return _cut_slug(slug, original, max_length)
-
-
-def _cut_slug(slug: str, original: str, max_length: int) -> str:
-    digest = short_hash(original, min(HASH_CHARS, max_length))
-    room = max_length - len(digest) - 1
-    head = slug[:room].rstrip("-") if room > 0 else ""
-    return f"{head}-{digest}" if head else digest
 
 
 # --- Fitting names into the limits -----------------------------------------------------------
@@ -200,7 +145,8 @@ def check_key_characters(key: str) -> None:
     if found is None:
         return  # printable in S3's sense: spaces other than " ", format characters
     position, why = found
-    raise InvalidKey(f"key has {why} at position {position}: {escape_controls(_preview(key))!r}; "
+    raise InvalidKey(f"key has {why} at position {position}: "
+                     f"{escape_controls(_preview(key))!r}; "
                      "S3 keys cannot hold control characters or lone surrogates",
                      key=key, position=position)
 
@@ -297,132 +243,3 @@ def _key_too_long(name, location, limits, problem: _Violation, *, shortened: boo
 def _preview(text: str | None, chars: int = 80) -> str:
     text = text or ""
     return text if len(text) <= chars else f"{text[:chars]}…"
-
-
-# --- Key builders ----------------------------------------------------------------------------
-
-
-def date_partitioned_key(prefix: str, name: str, when=None) -> str:
-    """``prefix/year=YYYY/month=MM/day=DD/name``: the Hive-style layout query engines read.
-
-    ``when`` is a date or datetime (default: now). Aware datetimes are partitioned by their
-    UTC date so that every server agrees; naive datetimes and dates are used as given.
-    """
-    day = _partition_date(when)
-    parts = [prefix.strip("/")] if prefix and prefix.strip("/") else []
-    parts.append(f"year={day.year:04d}/month={day.month:02d}/day={day.day:02d}")
-    parts.append(name.lstrip("/"))
-    return "/".join(parts)
-
-
-def _partition_date(when) -> datetime.date:
-    if when is None:
-        when = timezone.now()
-    if isinstance(when, datetime.datetime):
-        if timezone.is_aware(when):
-            when = when.astimezone(datetime.UTC)
-        return when.date()
-    return when
-
-
-@deconstructible(path="storage_guard.keys.SluggedUploadTo")
-class SluggedUploadTo:
-    """An ``upload_to`` callable: a fixed prefix, slugged field values, the file name, fitted.
-
-    ``SluggedUploadTo("invoices", fields=["customer.name"], date_partitioned=True)`` files an
-    upload ``Rechnung März.PDF`` as ``invoices/acme-gmbh/year=2025/month=03/day=14/
-    rechnung-marz.pdf``. Each value in ``fields`` (a dotted attribute path on the instance)
-    becomes one slugged segment. The result is passed through ``fit_name`` with the limits,
-    ``location`` and ``max_slug_length`` of the field's storage and the field's ``max_length``,
-    so an over-long name is shortened or refused here, before any request.
-    """
-
-    def __init__(self, prefix: str = "", *, fields=(), date_partitioned: bool = False,
-                 slug_filename: bool = True):
-        self.prefix = prefix.strip("/")
-        self.fields = tuple(fields)
-        self.date_partitioned = date_partitioned
-        self.slug_filename = slug_filename
-        if self.prefix and any(part in ("", ".", "..") for part in self.prefix.split("/")):
-            raise ValueError(f"upload_to prefix {prefix!r} has an empty, '.' or '..' segment")
-
-    def __call__(self, instance, filename: str) -> str:
-        field = self._field_of(instance)
-        storage = getattr(field, "storage", None)
-        max_length = getattr(field, "max_length", None)
-        location = getattr(storage, "location", "") or ""
-        limits = KeyLimits.for_storage(storage)
-        slug_length = int(getattr(storage, "max_slug_length", conf.get("MAX_SLUG_LENGTH")))
-        segment_length = self._segment_length(slug_length, location, limits, max_length)
-        segments = [slugify_segment(_resolve(instance, path), segment_length)
-                    for path in self.fields]
-        name = self._join(segments, self._clean_filename(filename, slug_length))
-        return fit_name(name, location=location, limits=limits, max_length=max_length)
-
-    def __eq__(self, other):
-        # Equal when built alike, so makemigrations sees no change between runs.
-        if not isinstance(other, SluggedUploadTo):
-            return NotImplemented
-        return self._identity() == other._identity()
-
-    def __hash__(self):
-        return hash(self._identity())
-
-    def _identity(self) -> tuple:
-        return self.prefix, self.fields, self.date_partitioned, self.slug_filename
-
-    def example_prefix(self) -> str:
-        """The shortest directory this produces (one character per field segment)."""
-        parts = [p for p in (self.prefix, *("x" for _ in self.fields)) if p]
-        if self.date_partitioned:
-            parts.append("year=2000/month=01/day=01")
-        return "".join(f"{p}/" for p in parts)
-
-    def _join(self, segments: list[str], filename: str) -> str:
-        directory = "/".join(s for s in (self.prefix, *segments) if s)
-        if self.date_partitioned:
-            return date_partitioned_key(directory, filename)
-        return f"{directory}/{filename}" if directory else filename
-
-    def _segment_length(self, slug_length, location, limits, max_length) -> int:
-        """``max_slug_length``, lowered so the field segments leave room for a minimal name."""
-        if not self.fields:
-            return slug_length
-        fixed = self.example_prefix()  # one "x" per field segment, which the slugs replace
-        count = len(self.fields)
-        budgets = [limits.max_key_bytes - utf8_len(full_key(location, fixed)) + count]
-        if max_length is not None:
-            budgets.append(max_length - len(fixed) + count)
-        room = (min(budgets) - MIN_NAME_CHARS) // count
-        return max(1, min(slug_length, room))
-
-    def _clean_filename(self, filename: str, slug_length: int) -> str:
-        base = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
-        if not self.slug_filename:
-            cleaned = "".join(c for c in unicodedata.normalize("NFC", base)
-                              if unicodedata.category(c) not in ("Cc", "Cf", "Cs"))
-            return cleaned.strip(" .") or short_hash(base)
-        stem, ext = split_extension(base)
-        return f"{slugify_segment(stem, slug_length)}{_clean_extension(ext)}"
-
-    def _field_of(self, instance):
-        for field in instance._meta.concrete_fields:
-            if getattr(field, "upload_to", None) is self:
-                return field
-        return None
-
-
-def _clean_extension(ext: str) -> str:
-    """``.PDF`` -> ``.pdf``, ``.tar.GZ`` -> ``.tar.gz``; an extension with no ASCII letters goes."""
-    parts = (_SLUG_JUNK.sub("", unidecode(unicodedata.normalize("NFKC", p)).lower())
-             for p in ext.split(".")[1:])
-    return "".join(f".{p}" for p in parts if p)
-
-
-def _resolve(instance, path: str):
-    value = instance
-    for attr in path.split("."):
-        value = getattr(value, attr, None) if value is not None else None
-        if callable(value):
-            value = value()
-    return "" if value is None else value

@@ -236,8 +236,8 @@ def test_a_location_that_leaves_no_room_in_the_key():
     file_model(storage=guarded_storage(location="l" * 1000), upload_to="docs/")
     assert as_tuples(run_model_checks()) == [(
         Codes.PREFIX_TOO_LONG,
-        f"checks_app.Upload.file: the key prefix '{'l' * 60}…' is 1006 bytes, leaving no "
-        "room for a name under max_key_bytes=1024.",
+        f"checks_app.Upload.file: the key prefix '{'l' * 53}…{'l' * 20}/docs/' is 1006 bytes, "
+        "leaving no room for a name under max_key_bytes=1024.",
         "Shorten the storage's location or the field's upload_to.")]
 
 
@@ -246,7 +246,7 @@ def test_an_upload_to_segment_over_the_segment_limit():
     file_model(storage=guarded_storage(max_segment_bytes=64), upload_to="d" * 70, max_length=255)
     assert as_tuples(run_model_checks()) == [(
         Codes.PREFIX_TOO_LONG,
-        f"checks_app.Upload.file: the key prefix '{'d' * 60}…' is 70 bytes in one segment, "
+        f"checks_app.Upload.file: the key prefix '{'d' * 70}/' is 70 bytes in one segment, "
         "leaving no room for a name under max_segment_bytes=64.",
         "Shorten the storage's location or the field's upload_to.")]
 

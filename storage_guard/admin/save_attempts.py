@@ -58,7 +58,7 @@ from storage_guard.models import (
 from storage_guard.operations import circuits, redelivery
 from storage_guard.saving import stash
 from storage_guard.saving.classification import CATEGORIES, safe_response
-from storage_guard.saving.safetext import storable
+from storage_guard.saving.safetext import preview_key, storable
 
 COUNT_CAP = 10_000
 ACTION_LIMIT = 100  # records one "Retry now" click replays inside a web request
@@ -193,8 +193,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("key"))
     def short_key(self, obj):
-        short = obj.key if len(obj.key) <= KEY_CHARS else (
-            obj.key[: KEY_CHARS // 2 - 1] + "…" + obj.key[-(KEY_CHARS // 2):])
+        short = preview_key(obj.key, KEY_CHARS)
         return format_html('<span class="sg-key" title="{}">{}</span>', obj.key, short)
 
     @admin.display(description=gettext_lazy("size"), ordering="size")

@@ -12,6 +12,7 @@ from django.db import models
 from storage_guard import conf
 from storage_guard.checks.codes import error, warning
 from storage_guard.keys import MIN_NAME_CHARS, SluggedUploadTo, full_key, utf8_len
+from storage_guard.saving.safetext import preview_key
 from storage_guard.storage import is_guarded
 
 # A date whose strftime output is as long as any: a Wednesday in September.
@@ -67,7 +68,7 @@ def _prefix_problem(storage, prefix: str) -> dict | None:
     key_prefix = full_key(getattr(storage, "location", "") or "", prefix)
     max_key = int(getattr(storage, "max_key_bytes", conf.get("MAX_KEY_BYTES")))
     max_segment = int(getattr(storage, "max_segment_bytes", conf.get("MAX_SEGMENT_BYTES")))
-    shown = _preview(key_prefix)
+    shown = preview_key(key_prefix)
     if utf8_len(key_prefix) + MIN_NAME_CHARS > max_key:
         return {"prefix": shown, "limit_name": "max_key_bytes", "limit": max_key,
                 "problem": f"{utf8_len(key_prefix)} bytes"}
@@ -76,10 +77,6 @@ def _prefix_problem(storage, prefix: str) -> dict | None:
             return {"prefix": shown, "limit_name": "max_segment_bytes", "limit": max_segment,
                     "problem": f"{utf8_len(segment)} bytes in one segment"}
     return None
-
-
-def _preview(text: str, chars: int = 60) -> str:
-    return text if len(text) <= chars else f"{text[:chars]}…"
 
 
 def _check_slug_fields(model, guarded) -> list[checks.CheckMessage]:

@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from storage_guard import conf
 from storage_guard.errors import InvalidKey, KeyTooLong
-from storage_guard.saving.safetext import escape_controls, find_unsafe
+from storage_guard.saving.safetext import escape_controls, find_unsafe, preview_key
 
 POLICIES = ("shorten", "reject")
 # 12 hex digits = 48 bits: a collision needs ~16 million long names that also share the cut text.
@@ -146,7 +146,7 @@ def check_key_characters(key: str) -> None:
         return  # printable in S3's sense: spaces other than " ", format characters
     position, why = found
     raise InvalidKey(f"key has {why} at position {position}: "
-                     f"{escape_controls(_preview(key))!r}; "
+                     f"{escape_controls(preview_key(key))!r}; "
                      "S3 keys cannot hold control characters or lone surrogates",
                      key=key, position=position)
 
@@ -225,11 +225,11 @@ def _is_mark(char: str) -> bool:
 
 def _key_too_long(name, location, limits, problem: _Violation, *, shortened: bool) -> KeyTooLong:
     key = full_key(location, name)
-    where = (f"segment {problem.segment_index} ({_preview(problem.segment)!r}) is "
+    where = (f"segment {problem.segment_index} ({preview_key(problem.segment)!r}) is "
              if problem.segment is not None else
              "name is " if problem.limit_name == "max_length" else "key is ")
     message = (f"{where}{problem.actual} {problem.unit}, over {problem.limit_name}="
-               f"{problem.limit} for key {_preview(key)!r}")
+               f"{problem.limit} for key {preview_key(key)!r}")
     if shortened:
         message += ("; shortening the file name cannot fit it because the directory, location "
                     "or extension alone is too long")
@@ -238,8 +238,3 @@ def _key_too_long(name, location, limits, problem: _Violation, *, shortened: boo
         limit_name=problem.limit_name, actual=problem.actual, unit=problem.unit,
         segment=problem.segment, segment_index=problem.segment_index, policy=limits.policy,
     )
-
-
-def _preview(text: str | None, chars: int = 80) -> str:
-    text = text or ""
-    return text if len(text) <= chars else f"{text[:chars]}…"

@@ -17,7 +17,12 @@ import datetime
 from urllib.parse import quote
 
 from storage_guard.errors import HeadersTooLarge, InvalidHeader
-from storage_guard.saving.safetext import describe_char, escape_controls, find_unsafe
+from storage_guard.saving.safetext import (
+    describe_char,
+    escape_controls,
+    find_unsafe,
+    preview_key,
+)
 
 __all__ = ["check_header_values", "check_headers", "header_sizes", "metadata_bytes"]
 
@@ -131,9 +136,9 @@ def _check_value(key: str, header: str, value) -> None:
 
 
 def _invalid(key: str, header: str, problem: str, **context) -> InvalidHeader:
-    preview = key if len(key) <= 80 else f"{key[:80]}…"
     return InvalidHeader(
-        f"header {escape_controls(header)} {problem} for key {escape_controls(preview)!r}; "
+        f"header {escape_controls(header)} {problem} for key "
+        f"{escape_controls(preview_key(key))!r}; "
         "S3 headers take printable ASCII only", key=key, header=header, **context)
 
 
@@ -169,8 +174,7 @@ def _message(key, meta, total, meta_limit, header_limit, largest) -> str:
         parts.append(f"request headers are an estimated {total} bytes, "
                      f"over max_header_bytes={header_limit}")
     shown = ", ".join(f"{name} ({size} bytes)" for name, size in largest)
-    preview = key if len(key) <= 80 else f"{key[:80]}…"
-    return f"{'; '.join(parts)} for key {preview!r}; largest headers: {shown}"
+    return f"{'; '.join(parts)} for key {preview_key(key)!r}; largest headers: {shown}"
 
 
 def _request_line(key: str) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "find_unsafe",
     "install_log_escaping",
     "is_control",
+    "preview_key",
     "redact",
     "storable",
     "storable_fields",
@@ -44,12 +45,31 @@ _SECRET_PARAM = re.compile(
     r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|"
     r"awsaccesskeyid|credential)=([^&\s,\"'<>]+)")
 MESSAGE_CHARS = 500
+# How many characters of a key a message shows (log lines have their own setting, LOG_KEY_CHARS).
+PREVIEW_CHARS = 80
 
 
 def redact(text: str) -> str:
     """``text`` with signature, credential and token values replaced, cut to a sane length."""
     text = _SECRET_PARAM.sub(r"\1=[redacted]", text)
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
+def preview_key(key: str | None, limit: int = PREVIEW_CHARS) -> str:
+    """``key`` shortened for display to at most ``limit`` characters: its head, ``…``, and its
+    last third (the file name), so both where it lives and what it is stay visible.
+
+    A key within ``limit`` characters is returned unchanged; ``None`` is shown as ``""``; a
+    ``limit`` under 1 counts as 1 (a misconfigured length must not break the log line that
+    shows it). Counts characters, not bytes: this is for people reading; S3's byte limits are
+    enforced in ``storage_guard.keys``.
+    """
+    limit = max(int(limit), 1)
+    key = key or ""
+    if len(key) <= limit:
+        return key
+    tail = (limit - 1) // 3
+    return key[:limit - 1 - tail] + "…" + (key[-tail:] if tail else "")
 
 
 def is_control(char: str) -> bool:

@@ -32,20 +32,15 @@ from storage_guard.saving.retry_loop import AttemptInfo, Outcome, RetryListener
 from storage_guard.saving.safetext import (  # noqa: F401 - MESSAGE_CHARS and redact are re-exported
     MESSAGE_CHARS,
     escape_controls,
+    preview_key,
     redact,
 )
 
 WRITE_OPERATIONS = frozenset({"save", "redeliver"})
 READ_OPERATIONS = frozenset({"open", "exists", "size", "listdir", "delete", "head"})
 
-
-
-def cut_key(key: str, limit: int) -> str:
-    """A readable stand-in for a long key: its head and its tail (the file name) around '…'."""
-    if len(key) <= limit:
-        return key
-    tail = max((limit - 1) // 3, 0)
-    return key[:limit - 1 - tail] + "…" + (key[-tail:] if tail else "")
+# The old name of safetext.preview_key (operations/report.py and tests import it from here).
+cut_key = preview_key
 
 
 def _response_ids(value) -> tuple[str, str]:
@@ -87,7 +82,7 @@ class SaveTrace(RetryListener):
 
     @property
     def short_key(self) -> str:
-        return escape_controls(cut_key(self.key, conf.get("LOG_KEY_CHARS")))
+        return escape_controls(preview_key(self.key, conf.get("LOG_KEY_CHARS")))
 
     def _event(self, suffix: str) -> str:
         return ("save_" if self.is_write else "read_") + suffix

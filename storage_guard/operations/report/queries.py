@@ -1,9 +1,7 @@
-"""The numbers behind ``manage.py storage_guard_report``, as plain data (``docs/report.md``).
-
-Everything is aggregated in the database: a handful of queries whatever the number of rows,
-``percentile_cont`` on PostgreSQL and an ``ORDER BY … LIMIT 2 OFFSET k`` interpolation
-elsewhere. ``build_report`` returns dicts, lists, numbers and ISO strings only, ready for
-``json.dumps``; ``render_text`` turns that into aligned tables for people.
+"""The report's queries, per database vendor where it matters: ``percentile_cont`` and
+``jsonb_array_elements`` on PostgreSQL, an ``ORDER BY … LIMIT 2 OFFSET k`` interpolation and
+SQLite's ``json_each`` elsewhere. Each section is a handful of aggregated queries whatever the
+number of rows; each returns plain data (dicts, lists, numbers, ISO strings).
 
 The heart is ``same_data``: for each key with a save that did not arrive (failed, deferred,
 recovered or abandoned), was there a later successful save of the *same content* (equal SHA-256
@@ -14,30 +12,16 @@ data between the failure and the success. Neither? The key is still unresolved.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import math
-import re
 
-from django.db import connections, transaction
+from django.db import connections
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q
-from django.utils import timezone
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
 
-from storage_guard import clock, conf
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.operations import circuits
-from storage_guard.operations.durations import is_age, parse_age
+from storage_guard.operations.stats import Share
 from storage_guard.saving.classification import describe
-from storage_guard.saving.telemetry import cut_key
 
 PERCENTILES = (0.5, 0.95, 0.99)
-DEFAULT_SINCE = "24h"
-MAX_SINCE = dt.timedelta(days=3650)
-DEFAULT_TOP = 10
-MAX_TOP = 100
-
 DID_NOT_ARRIVE = (Status.FAILED, Status.DEFERRED, Status.RECOVERED, Status.ABANDONED)
 ARRIVED_LATER = (Status.SUCCEEDED, Status.RECOVERED)
 FAILURE_STATUSES = (*DID_NOT_ARRIVE, Status.REJECTED)
@@ -50,162 +34,17 @@ DURATION_GROUPS = {
 }
 
 
-# ---------------------------------------------------------------------- arguments
-def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
-    """``24h``, ``30m``, ``7d``, ``2w``, ``90s`` ago, or an ISO date / date-time."""
-    now = now or timezone.now()
-    if is_age(text):
-        delta = parse_age(text)
-        if not dt.timedelta(0) < delta <= MAX_SINCE:
-            raise ValueError(f"--since {text!r} is out of range: give more than 0 and at most "
-                             f"{MAX_SINCE.days}d")
-        return now - delta
-    try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"--since {text!r} is not understood: give a duration such as 90s, "
-                         f"30m, 24h, 7d or 2w (at most {MAX_SINCE.days}d), or an ISO date such "
-                         f"as 2024-05-01 or 2024-05-01T12:00") from None
-    if timezone.is_naive(when):
-        when = timezone.make_aware(when, dt.UTC)
-    if when > now:
-        raise ValueError(f"--since {text!r} is in the future (now is {now.isoformat()})")
-    return when
 
-
-def check_top(top: int) -> int:
-    if not 1 <= top <= MAX_TOP:
-        raise ValueError(f"--top must be between 1 and {MAX_TOP}, not {top}")
-    return top
-
-
-# ---------------------------------------------------------------------- the report
-def build_report(*, since: dt.datetime, until: dt.datetime | None = None,
-                 storage: str | None = None, top: int = DEFAULT_TOP,
-                 using: str | None = None) -> dict:
-    """Every section of the report for saves made in ``[since, until)``."""
-    until = until or timezone.now()
-    using = using or conf.get("DATABASE_ALIAS")
-    check_top(top)
-    with _report_session(using):
-        return _build(since, until, storage, top, using)
-
-
-# Settings for the report's own transaction on PostgreSQL: JIT compilation costs about 1 s on
-# a million rows and gains nothing on single-pass aggregates; sorts for the percentiles and the
-# per-key grouping stay in memory instead of spilling to disk.
-POSTGRES_SESSION = {"jit": "off", "work_mem": "64MB"}
-
-
-@contextlib.contextmanager
-def _report_session(using: str):
-    """The report's queries in one transaction, with ``POSTGRES_SESSION`` on PostgreSQL."""
-    connection = connections[using]
-    with transaction.atomic(using=using):
-        if connection.vendor != "postgresql":
-            yield
-            return
-        previous = {}
-        with connection.cursor() as cursor:
-            for name, value in POSTGRES_SESSION.items():
-                cursor.execute("SELECT current_setting(%s), set_config(%s, %s, true)",
-                               [name, name, value])
-                previous[name] = cursor.fetchone()[0]
-        yield
-        with connection.cursor() as cursor:  # matters only inside a caller's transaction
-            for name, value in previous.items():
-                cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
-
-
-def _build(since, until, storage, top, using) -> dict:
-    rows = _window(since, until, storage, using)
-    counts = _counts(rows)
-    return {
-        "window": {"since": since.isoformat(), "until": until.isoformat(), "storage": storage,
-                   "database": using},
-        "saves": counts["saves"],
-        "by_status": counts["by_status"],
-        "rates": _rates(counts),
-        "duration_ms": _durations(rows, since, until, storage, using),
-        "errors": _errors(counts["final_errors"], since, until, storage, using),
-        "largest_failed_keys": _largest_failed_keys(rows, top),
-        "largest_failed_payloads": _largest_failed_payloads(rows, top),
-        "same_data": _same_data(rows, top, using),
-        "circuits": _circuits(storage),
-    }
-
-
-def _circuits(storage) -> list[dict]:
-    """The breakers now (not over the window): state, failures, opened at, next probe."""
-    shown = []
-    for snap in circuits.snapshots():
-        if storage is None or snap.name in _breaker_names(storage):
-            shown.append({"name": snap.name, "state": snap.state, "failures": snap.failures,
-                          "opened_at": (dt.datetime.fromtimestamp(snap.opened_at, dt.UTC)
-                                        .isoformat() if snap.opened_at else None),
-                          "next_probe_in": snap.next_probe_in,
-                          "text": circuits.describe(snap)})
-    return shown
-
-
-def _breaker_names(alias: str) -> set[str]:
-    from django.core.files.storage import storages
-
-    try:
-        return {storages[alias].breaker.name}
-    except Exception:  # noqa: BLE001 - not a guarded storage (or gone): no circuit to show
-        return set()
-
-
-def _window(since, until, storage, using):
+def window(since, until, storage, using):
     rows = SaveAttempt.objects.using(using).filter(
         created_at__gte=since, created_at__lt=until, operation="save")
     return rows.filter(storage_alias=storage) if storage is not None else rows
 
 
-def _counts(rows) -> dict:
-    """Saves by status, first tries, retries and final errors: one grouped scan of the window."""
-    groups = (rows.order_by().values("status", "error_code")
-              .annotate(n=Count("id"), first_try=Count("id", filter=Q(attempts=1)),
-                        retried=Count("id", filter=Q(attempts__gt=1)),
-                        transient_n=Count("id", filter=Q(transient=True)),
-                        category=Max("error_category")))
-    counts = {"saves": 0, "first_try": 0, "retried": 0, "retried_ok": 0,
-              "by_status": {status: 0 for status in Status.values}, "final_errors": {}}
-    for group in groups:
-        counts["saves"] += group["n"]
-        counts["by_status"][group["status"]] = (
-            counts["by_status"].get(group["status"], 0) + group["n"])
-        counts["retried"] += group["retried"]
-        if group["status"] == Status.SUCCEEDED:
-            counts["first_try"] += group["first_try"]
-            counts["retried_ok"] += group["retried"]
-        if group["error_code"]:
-            final = counts["final_errors"].setdefault(
-                group["error_code"], {"n": 0, "transient_n": 0, "category": ""})
-            final["n"] += group["n"]
-            final["transient_n"] += group["transient_n"]
-            final["category"] = max(final["category"], group["category"] or "")
-    return counts
-
-
-def _share(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def _rates(counts: dict) -> dict:
-    saves, status = counts["saves"], counts["by_status"]
-    return {
-        "success": _share(status[Status.SUCCEEDED], saves),
-        "first_try_success": _share(counts["first_try"], saves),
-        "retry": _share(counts["retried"], saves),
-        "success_after_retry": _share(counts["retried_ok"], counts["retried"]),
-        "eventual_success": _share(status[Status.SUCCEEDED] + status[Status.RECOVERED], saves),
-    }
 
 
 # ---------------------------------------------------------------------- durations
-def _durations(rows, since, until, storage, using) -> dict:
+def durations(rows, since, until, storage, using) -> dict:
     """p50/p95/p99 of the whole save (all attempts and pauses) per outcome; rejected excluded."""
     if connections[using].vendor == "postgresql":
         return _durations_postgres(since, until, storage, using)
@@ -296,7 +135,7 @@ def _attempt_errors(since, until, storage, using) -> dict[str, tuple[int, int]]:
         return {code: (attempts, saves) for code, attempts, saves in cursor.fetchall()}
 
 
-def _errors(final: dict[str, dict], since, until, storage, using) -> list[dict]:
+def errors(final: dict[str, dict], since, until, storage, using) -> list[dict]:
     """One line per error code: every failed attempt, and the saves that ended on it."""
     attempts = _attempt_errors(since, until, storage, using)
     total_attempts = sum(n for n, _ in attempts.values())
@@ -309,9 +148,10 @@ def _errors(final: dict[str, dict], since, until, storage, using) -> list[dict]:
         final_n = entry["n"] if entry else 0
         lines.append({"code": code, "transient": transient, "category": category,
                       "failed_attempts": failed_attempts,
-                      "attempt_share": _share(failed_attempts, total_attempts),
+                      "attempt_share": Share(failed_attempts, total_attempts).fraction(),
                       "saves_affected": max(saves_affected, final_n),
-                      "final_failures": final_n, "final_share": _share(final_n, total_final)})
+                      "final_failures": final_n,
+                      "final_share": Share(final_n, total_final).fraction()})
     lines.sort(key=lambda line: (-line["failed_attempts"], -line["final_failures"],
                                  line["code"]))
     return lines
@@ -328,7 +168,7 @@ def describe_code(code: str, entry: dict | None = None) -> tuple[bool | None, st
 
 
 # ---------------------------------------------------------------------- largest failures
-def _largest_failed_keys(rows, top: int) -> list[dict]:
+def largest_failed_keys(rows, top: int) -> list[dict]:
     failed = rows.filter(status__in=FAILURE_STATUSES)
     keys = list(failed.order_by().values("key_digest")
                 .annotate(key=Min("key"), key_bytes=Max("key_bytes"), failures=Count("id"))
@@ -338,7 +178,7 @@ def _largest_failed_keys(rows, top: int) -> list[dict]:
              "codes": codes.get(k["key_digest"], {})} for k in keys]
 
 
-def _largest_failed_payloads(rows, top: int) -> list[dict]:
+def largest_failed_payloads(rows, top: int) -> list[dict]:
     failed = (rows.filter(status__in=FAILURE_STATUSES, size__isnull=False)
               .order_by("-size", "-id")[:top])
     return [{"id": r["id"], "key": r["key"], "size": r["size"], "status": r["status"],
@@ -359,7 +199,7 @@ def _codes_by_digest(rows, digests: list[str]) -> dict[str, dict[str, int]]:
 
 
 # ---------------------------------------------------------------------- same data, other outcome
-def _same_data(rows, top: int, using: str) -> dict:
+def same_data(rows, top: int, using: str) -> dict:
     failures = rows.filter(status__in=DID_NOT_ARRIVE)
     later = SaveAttempt.objects.using(using).filter(
         key_digest=OuterRef("key_digest"), storage_alias=OuterRef("storage_alias"),
@@ -409,124 +249,3 @@ def _key_details(failures, digests: list[str]) -> dict[str, dict]:
         found["first_failure"] = found["first_failure"].isoformat()
     return details
 
-
-# ---------------------------------------------------------------------- text
-KEY_CHARS = 80
-_NUMBER = re.compile(r"^(-|-?[\d.]+%?)$")
-
-
-def render_text(report: dict) -> str:
-    """Aligned tables for people: the same data as the JSON, in the same order."""
-    window = report["window"]
-    parts = [_("storage_guard report: saves from %(since)s to %(until)s, storage %(storage)s")
-             % {"since": clock.when(window["since"]), "until": clock.when(window["until"]),
-                "storage": window["storage"] or _("(all)")}]
-    parts += [item["text"] for item in report.get("circuits", [])]
-    parts += [""]
-    parts += _table([_("measure"), _("value")], _summary_rows(report))
-    parts += ["", _("Saves by status")]
-    parts += _table([_("status"), _("saves")],
-                    [[_status(k), v] for k, v in report["by_status"].items()])
-    parts += ["", _("Duration of a save in ms (all attempts and pauses)")]
-    parts += _table([_("outcome"), _("saves"), "p50", "p95", "p99"],
-                    [[_duration_label(name), d["count"], d["p50"], d["p95"], d["p99"]]
-                     for name, d in report["duration_ms"].items()])
-    parts += ["", _("Errors by code (every failed attempt; final = the save ended on it)")]
-    parts += _table([_("code"), _("transient"), _("category"), _("attempts"), _("share"),
-                     _("saves"), _("final"), _("final share")],
-                    [[e["code"], _yes_no(e["transient"]), e["category"], e["failed_attempts"],
-                      _pct(e["attempt_share"]), e["saves_affected"], e["final_failures"],
-                      _pct(e["final_share"])] for e in report["errors"]])
-    parts += ["", _("Largest keys among failures")]
-    parts += _table([_("key bytes"), _("failures"), _("codes"), _("key")],
-                    [[k["key_bytes"], k["failures"], _codes(k["codes"]), _key(k["key"])]
-                     for k in report["largest_failed_keys"]])
-    parts += ["", _("Largest payloads among failures")]
-    parts += _table([_("bytes"), _("status"), _("code"), "id", _("key")],
-                    [[p["size"], _status(p["status"]), p["error_code"], p["id"], _key(p["key"])]
-                     for p in report["largest_failed_payloads"]])
-    parts += ["", *_same_data_text(report["same_data"])]
-    return "\n".join(parts) + "\n"
-
-
-def _summary_rows(report: dict) -> list[list]:
-    rates = report["rates"]
-    return [[_("saves"), report["saves"]],
-            [_("succeeded in the request (first try)"),
-             f"{_pct(rates['success'])} ({_pct(rates['first_try_success'])})"],
-            [_("retry rate"), _pct(rates["retry"])],
-            [_("success after a retry"), _pct(rates["success_after_retry"])],
-            [_("eventual success (recovered too)"), _pct(rates["eventual_success"])]]
-
-
-DURATION_LABELS = {"all": gettext_noop("all sent"),
-                   "retried": gettext_noop("succeeded after a retry"),
-                   "failed": gettext_noop("did not arrive")}
-SAME_DATA_TITLES = {
-    "intermittent": gettext_noop("Same data, different outcome: identical content failed, "
-                                 "later succeeded (intermittent: network or S3 side)"),
-    "changed_data": gettext_noop("Content changed between the failure and the success (the "
-                                 "user's data changed)"),
-    "unresolved": gettext_noop("No later success yet"),
-}
-
-
-def _duration_label(name: str) -> str:
-    return _(DURATION_LABELS[name]) if name in DURATION_LABELS else name
-
-
-def _status(value: str) -> str:
-    """A status by its (translated) label; unknown values as they are."""
-    return str(Status(value).label) if value in Status.values else value
-
-
-def _same_data_text(same: dict) -> list[str]:
-    lines = [_("Keys with a save that did not arrive: %(n)d") % {"n": same["keys_with_failures"]}]
-    for verdict, title in SAME_DATA_TITLES.items():
-        group = same[verdict]
-        lines += ["", _("%(title)s: %(keys)d key(s), %(failures)d failure(s)") % {
-            "title": _(title), "keys": group["keys"], "failures": group["failures"]}]
-        lines += _table([_("failures"), _("codes"), _("last failure"), _("key")],
-                        [[e["failures"], _codes(e["codes"]), clock.when(e["last_failure"]),
-                          _key(e["key"])] for e in group["top"]])
-    return lines
-
-
-def _table(headers: list[str], rows: list[list]) -> list[str]:
-    if not rows:
-        return ["  " + _("(none)")]
-    cells = [[_cell(value) for value in row] for row in rows]
-    numeric = [all(_NUMBER.match(row[i]) for row in cells) for i in range(len(headers))]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
-
-    def line(values):
-        padded = [v.rjust(w) if num else v.ljust(w)
-                  for v, w, num in zip(values, widths, numeric, strict=True)]
-        return ("  " + "  ".join(padded)).rstrip()
-
-    return [line(headers), line(["-" * w for w in widths]), *(line(row) for row in cells)]
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def _pct(share: float | None) -> str:
-    return "-" if share is None else f"{share * 100:.2f}%"
-
-
-def _yes_no(value: bool | None) -> str:
-    return "?" if value is None else (_("yes") if value else _("no"))
-
-
-def _codes(codes: dict[str, int]) -> str:
-    return ", ".join(f"{code or '-'} x{n}" for code, n in sorted(codes.items(),
-                                                               key=lambda kv: -kv[1]))
-
-
-def _key(key: str) -> str:
-    return cut_key(key, KEY_CHARS)

@@ -64,4 +64,3 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     if when > now:
         raise ValueError(f"--since {text!r} is in the future (now is {now.isoformat()})")
     return when
-

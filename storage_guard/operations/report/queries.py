@@ -34,13 +34,10 @@ DURATION_GROUPS = {
 }
 
 
-
 def window(since, until, storage, using):
     rows = SaveAttempt.objects.using(using).filter(
         created_at__gte=since, created_at__lt=until, operation="save")
     return rows.filter(storage_alias=storage) if storage is not None else rows
-
-
 
 
 # ---------------------------------------------------------------------- durations
@@ -248,4 +245,3 @@ def _key_details(failures, digests: list[str]) -> dict[str, dict]:
     for found in details.values():
         found["first_failure"] = found["first_failure"].isoformat()
     return details
-

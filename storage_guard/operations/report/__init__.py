@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
+import warnings
 
 from django.db import connections, transaction
 from django.utils import timezone
 
 from storage_guard import conf
-from storage_guard.management.arguments import DEFAULT_SINCE, MAX_SINCE, parse_since
 from storage_guard.operations import circuits
 from storage_guard.operations.report import queries
 from storage_guard.operations.report.queries import (
@@ -35,14 +36,24 @@ from storage_guard.operations.report.render import (
 )
 from storage_guard.operations.stats import outcome_counts
 
-# The public names of the module this package was, at their old path; parsing ``--since`` is
-# the command's now (``management.arguments``).
+# The public names of the module this package was, at their old path.
 __all__ = [
-    "ARRIVED_LATER", "DEFAULT_SINCE", "DEFAULT_TOP", "DID_NOT_ARRIVE", "DURATION_GROUPS",
-    "DURATION_LABELS", "FAILURE_STATUSES", "KEY_CHARS", "MAX_SINCE", "MAX_TOP", "PERCENTILES",
-    "POSTGRES_SESSION", "SAME_DATA_TITLES", "build_report", "check_top", "describe_code",
-    "parse_since", "render_text",
+    "ARRIVED_LATER", "DEFAULT_TOP", "DID_NOT_ARRIVE", "DURATION_GROUPS", "DURATION_LABELS",
+    "FAILURE_STATUSES", "KEY_CHARS", "MAX_TOP", "PERCENTILES", "POSTGRES_SESSION",
+    "SAME_DATA_TITLES", "build_report", "check_top", "describe_code", "render_text",
 ]
+# Parsing ``--since`` is the command's now; the old names work until 0.2.0, with a warning.
+MOVED_NAMES = {name: "storage_guard.management.arguments"
+               for name in ("DEFAULT_SINCE", "MAX_SINCE", "parse_since")}
+
+
+def __getattr__(name: str):
+    if name not in MOVED_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new = MOVED_NAMES[name]
+    warnings.warn(f"{__name__}.{name} moved to {new}.{name}; the old import path stops working "
+                  f"in storage_guard 0.2.0", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(new), name)
 
 DEFAULT_TOP = 10
 MAX_TOP = 100

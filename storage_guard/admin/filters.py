@@ -43,7 +43,7 @@ class StorageFilter(admin.SimpleListFilter):
     title, parameter_name = gettext_lazy("storage"), "storage_alias"
 
     def lookups(self, request, model_admin):
-        from storage_guard.operations.doctor import guarded_aliases
+        from storage_guard.storage import guarded_aliases
 
         return [(alias, alias) for alias in guarded_aliases()]
 

@@ -124,7 +124,8 @@ def fill(rows: int, refill: bool) -> None:
 def time_report(runs: int) -> list[float]:
     from django.utils import timezone
 
-    from storage_guard.operations.report import build_report, parse_since
+    from storage_guard.management.arguments import parse_since
+    from storage_guard.operations.report import build_report
 
     timings = []
     for run in range(runs + 1):  # the first run warms the caches and is not counted

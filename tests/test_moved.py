@@ -48,3 +48,18 @@ def test_every_moved_module_exists_at_its_new_place_and_not_at_its_old():
         leaf = old.rpartition(".")[2]
         assert not (importlib.resources.files("storage_guard") / f"{leaf}.py").is_file(), \
             f"{root}/{leaf}.py is back beside its new place {new}"
+
+
+def test_a_name_moved_out_of_the_report_works_at_its_old_path_and_warns():
+    from storage_guard.management import arguments
+    from storage_guard.operations import report
+
+    with pytest.warns(DeprecationWarning, match=r"report\.parse_since moved to "
+                      r"storage_guard\.management\.arguments\.parse_since") as caught:
+        from storage_guard.operations.report import parse_since
+    assert parse_since is arguments.parse_since
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning):
+        assert report.DEFAULT_SINCE == arguments.DEFAULT_SINCE == "24h"
+    with pytest.raises(AttributeError):
+        report.no_such_name  # noqa: B018

@@ -4,30 +4,28 @@ Records are evidence, so the admin is read-only: nobody adds, edits or deletes t
 Users with ``storage_guard.change_saveattempt`` may run the actions ("Retry now", "Mark
 abandoned") and download stashed bytes. Built to stay quick with millions of rows: no full
 table count (``show_full_result_count = False``, a paginator that stops counting at
-``COUNT_CAP``), no filter facets, filters whose choices need no table scan, a date hierarchy
-drawn from two index lookups instead of ``SELECT DISTINCT`` over dates, and an attention-first
-default order (failed, deferred, rejected, abandoned, then the rest, newest first) that matches
-the ``sg_attention_created`` expression index. Every page shows the circuit breakers that are not
+``COUNT_CAP``), no filter facets, filters whose choices need no table scan (``filters``), a date
+hierarchy drawn from two index lookups instead of ``SELECT DISTINCT`` over dates (both in
+``changelist``), and an attention-first default order (failed, deferred, rejected, abandoned,
+then the rest, newest first) that matches the ``sg_attention_created`` expression index. The
+summary page's numbers come from ``summary``. Every page shows the circuit breakers that are not
 closed; times carry their zone (``storage_guard.clock``); the detail page has the actions, each
 written to the admin's history (``LogEntry``). See ``docs/admin.md``.
 """
 
 from __future__ import annotations
 
-import calendar
 import io
 import json
 import posixpath
 import re
 from datetime import timedelta
-from functools import cached_property
 
 from django.contrib import admin, messages
 from django.contrib.admin import ShowFacets
 from django.core.exceptions import PermissionDenied
 from django.core.files.storage import storages
-from django.core.paginator import Paginator
-from django.db.models import Max, Min, Q
+from django.db.models import Q
 from django.http import (
     FileResponse,
     Http404,
@@ -41,11 +39,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from storage_guard import clock
+from storage_guard.admin.changelist import (  # COUNT_CAP: at its old path too
+    COUNT_CAP,  # noqa: F401
+    CappedCountPaginator,
+    date_links,
+    drop_nul_from_query,
+)
+from storage_guard.admin.filters import CategoryFilter, ErrorCodeFilter, StorageFilter
 from storage_guard.admin.summary import window_stats
 from storage_guard.models import (
     ATTENTION,
@@ -57,10 +61,9 @@ from storage_guard.models import (
 )
 from storage_guard.operations import circuits, redelivery
 from storage_guard.saving import stash
-from storage_guard.saving.classification import CATEGORIES, safe_response
+from storage_guard.saving.classification import safe_response
 from storage_guard.saving.safetext import preview_key, storable
 
-COUNT_CAP = 10_000
 ACTION_LIMIT = 100  # records one "Retry now" click replays inside a web request
 KEY_CHARS = 48
 BADGE_COLOURS = {
@@ -74,63 +77,9 @@ PLAIN_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+"
                                 r"(; ?[A-Za-z0-9_-]+=[A-Za-z0-9_.-]+)*")
 
 
-class CappedCountPaginator(Paginator):
-    """Counts at most ``COUNT_CAP + 1`` rows (``SELECT COUNT(*) FROM (... LIMIT n)``)."""
-
-    cap = COUNT_CAP
-
-    @cached_property
-    def count(self) -> int:
-        counted = self.object_list.order_by()[: self.cap + 1].count()
-        self.capped = counted > self.cap
-        return min(counted, self.cap)
-
-    capped = False
-
-
 def human_size(size: int | None) -> str:
     """Django's ``filesizeformat`` (translated, non-breaking space), "—" when unknown."""
     return "—" if size is None else filesizeformat(size)
-
-
-# --------------------------------------------------------------------- filters
-class ErrorCodeFilter(admin.SimpleListFilter):
-    """Codes seen in the last 30 days (an index range scan), plus the one selected."""
-
-    title, parameter_name = gettext_lazy("error code"), "error_code"
-
-    def lookups(self, request, model_admin):
-        since = timezone.now() - timedelta(days=30)
-        codes = set(SaveAttempt.objects.filter(created_at__gte=since).exclude(error_code="")
-                    .values_list("error_code", flat=True).distinct()[:50])
-        if self.value():
-            codes.add(self.value())
-        return [(code, code) for code in sorted(codes)]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(error_code=self.value()) if self.value() else queryset
-
-
-class CategoryFilter(admin.SimpleListFilter):
-    title, parameter_name = gettext_lazy("error category"), "error_category"
-
-    def lookups(self, request, model_admin):
-        return [(category, category) for category in CATEGORIES]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(error_category=self.value()) if self.value() else queryset
-
-
-class StorageFilter(admin.SimpleListFilter):
-    title, parameter_name = gettext_lazy("storage"), "storage_alias"
-
-    def lookups(self, request, model_admin):
-        from storage_guard.operations.doctor import guarded_aliases
-
-        return [(alias, alias) for alias in guarded_aliases()]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(storage_alias=self.value()) if self.value() else queryset
 
 
 # --------------------------------------------------------------------- the admin
@@ -349,7 +298,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def changelist_view(self, request, extra_context=None):
-        _drop_nul_from_query(request)
+        drop_nul_from_query(request)
         extra_context = {**(extra_context or {}), "sg_dates": self.date_links(request),
                          "summary_url": reverse("admin:storage_guard_saveattempt_summary"),
                          "sg_circuits": circuit_lines()}
@@ -425,57 +374,7 @@ class SaveAttemptAdmin(admin.ModelAdmin):
 
     # ------------------------------------------------------------ date hierarchy
     def date_links(self, request) -> dict:
-        """Year → month → day links from MIN/MAX(created_at), not from SELECT DISTINCT."""
-        field = self.date_hierarchy
-        params = request.GET.copy()
-        year = _date_part(params.get(f"{field}__year"), 1, 9999)
-        month = _date_part(params.get(f"{field}__month"), 1, 12)
-        bounds = SaveAttempt.objects.aggregate(first=Min(field), last=Max(field))
-        if bounds["first"] is None:
-            return {"links": [], "back": None}
-        first, last = (timezone.localtime(bounds[b]) for b in ("first", "last"))
-
-        def link(label, **values):
-            query = params.copy()
-            for part in ("year", "month", "day", "gte", "lt"):
-                query.pop(f"{field}__{part}", None)
-            query.pop("p", None)
-            for part, value in values.items():
-                query[f"{field}__{part}"] = str(value)
-            return {"label": label, "query": "?" + urlencode(sorted(query.lists()), doseq=True)}
-
-        if year and month:
-            days = calendar.monthrange(year, month)[1]
-            return {"back": link(f"\u2039 {year}", year=year),
-                    "links": [link(f"{calendar.month_abbr[month]} {day}", year=year,
-                                   month=month, day=day) for day in range(1, days + 1)]}
-        if year:
-            return {"back": link("\u2039 All dates"),
-                    "links": [link(f"{calendar.month_name[m]} {year}", year=year, month=m)
-                              for m in range(1, 13)
-                              if (first.year, first.month) <= (year, m) <= (last.year, last.month)]}
-        return {"back": None,
-                "links": [link(str(y), year=y) for y in range(first.year, last.year + 1)]}
-
-
-def _drop_nul_from_query(request) -> None:
-    """PostgreSQL text cannot hold NUL: a ``?q=%00`` (or any filter) would raise DataError."""
-    if any("\x00" in key or "\x00" in "".join(values) for key, values in request.GET.lists()):
-        query = request.GET.copy()
-        for key in list(query):
-            values = [value.replace("\x00", "") for value in query.getlist(key)]
-            del query[key]
-            query.setlist(key.replace("\x00", ""), values)
-        query._mutable = False
-        request.GET = query
-
-
-def _date_part(value: str | None, low: int, high: int) -> int | None:
-    """A year/month drill-down parameter as a number in ``[low, high]``, else None (ignored)."""
-    if value and value.isascii() and value.isdigit() and low <= int(value) <= high:
-        return int(value)
-    return None
-
+        return date_links(request, self.date_hierarchy)
 
 
 def circuit_lines() -> list[str]:

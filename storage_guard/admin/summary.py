@@ -2,7 +2,8 @@
 code, and failures per hour as a time axis; every number and bar carries the link to the
 changelist filtered to exactly the rows it counts.
 
-A handful of grouped queries per window (status, error code, hour), whatever the row count.
+A handful of grouped queries per window (status and error code, error code, hour), whatever the
+row count; the counts and rates are ``operations.stats``'s, the same as the report's.
 The charts are drawn by the template as inline SVG from the coordinates computed here.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.urls import reverse
 from django.utils import timezone
@@ -19,6 +20,7 @@ from django.utils.translation import gettext as _
 
 from storage_guard import clock
 from storage_guard.models import UNRESOLVED, SaveAttempt, Status
+from storage_guard.operations.stats import outcome_counts
 
 CHART_WIDTH = 720  # px of the hourly chart's plot area
 CHART_HEIGHT = 120
@@ -41,23 +43,21 @@ def changelist_link(since, until=None, **filters) -> str:
 
 
 def window_stats(label: str, since, now=None) -> dict:
-    """Counts for the summary page: one GROUP BY status, one GROUP BY error code, one by hour."""
+    """Counts for the summary page: one GROUP BY status and error code (``operations.stats``,
+    as in the report), one GROUP BY error code for the bars, one by hour."""
     now = now or timezone.now()
     qs = SaveAttempt.objects.filter(created_at__gte=since)
-    by_status = dict(qs.order_by().values_list("status").annotate(n=Count("pk")))
-    total = sum(by_status.values())
-    retried = qs.filter(attempts__gt=1).order_by().aggregate(
-        saves=Count("pk"), attempts=Sum("attempts"))
-    succeeded = by_status.get(Status.SUCCEEDED, 0)
-    recovered = by_status.get(Status.RECOVERED, 0)
+    counts = outcome_counts(qs)
+    rates = counts.rates()
     return {
-        "label": label, "total": total, "by_status": by_status,
-        "succeeded": succeeded, "recovered": recovered,
-        "unresolved": sum(by_status.get(s, 0) for s in UNRESOLVED),
-        "success_rate": f"{100 * succeeded / total:.2f}" if total else "—",
-        "delivered_rate": f"{100 * (succeeded + recovered) / total:.2f}" if total else "—",
-        "retried_saves": retried["saves"] or 0,
-        "extra_attempts": (retried["attempts"] or 0) - (retried["saves"] or 0),
+        "label": label, "total": counts.saves,
+        "by_status": {status: n for status, n in counts.by_status.items() if n},
+        "succeeded": counts.succeeded, "recovered": counts.recovered,
+        "unresolved": counts.unresolved,
+        "success_rate": rates["success"].percent() or "—",
+        "delivered_rate": rates["eventual_success"].percent() or "—",
+        "retried_saves": counts.retried,
+        "extra_attempts": counts.extra_attempts,
         "links": {
             "total": changelist_link(since),
             "succeeded": changelist_link(since, status__exact=Status.SUCCEEDED),

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 
-from storage_guard.operations.durations import parse_age
+from django.utils import timezone
+
+from storage_guard.operations.durations import is_age, parse_age
+
+DEFAULT_SINCE = "24h"  # storage_guard_report --since
+MAX_SINCE = dt.timedelta(days=3650)
 
 
 def checked(parse: Callable):
@@ -36,3 +42,25 @@ def whole_number(option: str, low: int, high: int | None = None):
         return value
 
     return convert
+
+
+def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """``24h``, ``30m``, ``7d``, ``2w``, ``90s`` ago, or an ISO date / date-time."""
+    now = now or timezone.now()
+    if is_age(text):
+        delta = parse_age(text)
+        if not dt.timedelta(0) < delta <= MAX_SINCE:
+            raise ValueError(f"--since {text!r} is out of range: give more than 0 and at most "
+                             f"{MAX_SINCE.days}d")
+        return now - delta
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--since {text!r} is not understood: give a duration such as 90s, "
+                         f"30m, 24h, 7d or 2w (at most {MAX_SINCE.days}d), or an ISO date such "
+                         f"as 2024-05-01 or 2024-05-01T12:00") from None
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, dt.UTC)
+    if when > now:
+        raise ValueError(f"--since {text!r} is in the future (now is {now.isoformat()})")
+    return when

@@ -1,8 +1,8 @@
 """``manage.py storage_guard_report``: what went wrong with saves, and whether it is the data.
 
-Thin: parses arguments, calls ``operations.report.build_report`` and prints it as aligned
-tables or, with ``--json``, as one JSON document (``docs/report.md``). Exit status 0, or 2 on
-a usage error.
+Thin: parses arguments (``--since`` with ``management.arguments.parse_since``), calls
+``operations.report.build_report`` and prints it as aligned tables or, with ``--json``, as one
+JSON document (``docs/report.md``). Exit status 0, or 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from storage_guard import conf
-from storage_guard.management.arguments import checked, whole_number
+from storage_guard.management.arguments import (
+    DEFAULT_SINCE,
+    checked,
+    parse_since,
+    whole_number,
+)
 from storage_guard.models import SaveAttempt
 from storage_guard.operations import report
 
@@ -24,7 +29,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--since",
-                            type=checked(report.parse_since), default=report.DEFAULT_SINCE,
+                            type=checked(parse_since), default=DEFAULT_SINCE,
                             metavar="AGE",
                             help="saves made in the last AGE (90s, 30m, 24h, 7d, 2w) or since an "
                                  "ISO date; default 24h")
@@ -42,7 +47,7 @@ class Command(BaseCommand):
             self.check_alias(alias)
         start = options["since"]
         if isinstance(start, str):  # call_command(since="7d") skips argparse's conversion
-            start = report.parse_since(start)
+            start = parse_since(start)
         data = report.build_report(since=start, storage=alias, top=options["top"])
         if options["json"]:
             self.stdout.write(json.dumps(data, indent=2))

@@ -230,7 +230,8 @@ class RecordWriter:
 
 
 def insert_many(rows: list[dict]) -> None:
-    """One transaction, one ``executemany``: the rows' values prepared field by field.
+    """One transaction, one ``COPY`` (PostgreSQL) or ``executemany``: the rows' values prepared
+    field by field.
 
     This is ``bulk_create`` without the model instances (a third of its Python time), and with
     a short sleep every few rows: the writer shares the GIL with the requests, and a long
@@ -252,7 +253,15 @@ def insert_many(rows: list[dict]) -> None:
         if number % YIELD_EVERY == 0:
             time.sleep(YIELD_SECONDS)
     with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor != "postgresql":
+            cursor.executemany(sql, params)
+            return
+        # PostgreSQL: COPY, which costs the writer (and the GIL the requests wait for) about
+        # half of what psycopg's executemany does per row, and the server less too.
+        with connection.wrap_database_errors, \
+                cursor.cursor.copy(_copy_statement(connection, fields)) as copy:
+            for values in params:
+                copy.write_row(values)
 
 
 def _insert_statement(connection) -> tuple[list, str]:
@@ -263,6 +272,12 @@ def _insert_statement(connection) -> tuple[list, str]:
            f"({', '.join(quote(field.column) for field in fields)}) "
            f"VALUES ({', '.join(['%s'] * len(fields))})")
     return fields, sql
+
+
+def _copy_statement(connection, fields: list) -> str:
+    quote = connection.ops.quote_name
+    return (f"COPY {quote(SaveAttempt._meta.db_table)} "
+            f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN")
 
 
 def close_record_connection() -> None:

@@ -4,9 +4,10 @@ A success record used to cost the request its INSERT and commit: about 1.5 ms on
 an fsync on SQLite, 30 to 40 % of a 2 KB save. With ``RECORD_WRITER = "background"`` (the
 default) the save only puts the record's fields on a bounded in-process queue; one daemon thread
 per process takes them off in batches (whatever accumulated while the previous batch was
-written, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``bulk_create`` and one
-commit on the record alias. Failure records, rejections and stashes never go through here: they
-stay synchronous and durable (``storage.py``, ``recording.insert_failure``).
+written, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY`` (PostgreSQL) or
+``executemany`` and one commit on the record alias. Failure records, rejections and stashes
+never go through here: they stay synchronous and durable (``storage.py``,
+``recording.insert_failure``).
 
 What a crash can lose: only success records (their objects are in S3), at most
 ``RECORD_QUEUE_SIZE`` queued plus one batch being written, and only on a hard kill
@@ -38,7 +39,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from storage_guard import conf, recording, sentry
@@ -245,11 +246,21 @@ def insert_many(rows: list[dict]) -> None:
     shared = {field.attname: field.get_db_prep_save(
         now if field.attname in ("created_at", "updated_at") else field.get_default(),
         connection) for field in fields}
+    # Text columns take a str as it is (get_db_prep_save would return it unchanged).
+    columns = [(field.attname, field.get_db_prep_save,
+                isinstance(field, models.CharField | models.TextField)) for field in fields]
     params = []
     for number, row in enumerate(rows, 1):
         row = {**storable_fields(SaveAttempt, row), "key_digest": key_digest(row["key"])}
-        params.append([field.get_db_prep_save(row[field.attname], connection)
-                       if field.attname in row else shared[field.attname] for field in fields])
+        values = []
+        for name, prepare, is_text in columns:
+            if name not in row:
+                values.append(shared[name])
+            elif is_text and type(row[name]) is str:
+                values.append(row[name])
+            else:
+                values.append(prepare(row[name], connection))
+        params.append(values)
         if number % YIELD_EVERY == 0:
             time.sleep(YIELD_SECONDS)
     with transaction.atomic(using=alias), connection.cursor() as cursor:

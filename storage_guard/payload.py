@@ -43,6 +43,14 @@ def hash_ahead(data: bytes) -> Future:
     return _hasher.submit(_sha256_hex, data)
 
 
+def _after_fork() -> None:
+    global _hasher, _hasher_lock
+    _hasher, _hasher_lock = None, threading.Lock()  # the parent's thread did not come along
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class Payload:
     """Rewindable content with its size and SHA-256.
 

@@ -60,7 +60,7 @@ class SaveAttempt(models.Model):
     key_bytes = models.PositiveIntegerField(help_text=_("Length of the key in UTF-8 bytes."))
     size = models.BigIntegerField(null=True, blank=True)
     content_type = models.CharField(max_length=255, blank=True)
-    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    sha256 = models.CharField(max_length=64, blank=True)  # indexed: sg_sha256
     status = models.CharField(max_length=16, choices=Status.choices)
     attempts = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True)
@@ -69,7 +69,7 @@ class SaveAttempt(models.Model):
     error_message = models.TextField(blank=True)
     error_response = models.JSONField(null=True, blank=True)
     attempt_log = models.JSONField(default=list, blank=True)
-    request_id = models.CharField(max_length=128, blank=True, db_index=True)
+    request_id = models.CharField(max_length=128, blank=True)  # indexed: sg_request_id
     host_id = models.CharField(max_length=256, blank=True)
     duration_ms = models.FloatField(default=0)
     write_params = models.JSONField(default=dict, blank=True)
@@ -95,6 +95,11 @@ class SaveAttempt(models.Model):
             models.Index(fields=["error_code", "created_at"], name="sg_code_created"),
             models.Index(ATTENTION, models.F("created_at").desc(), models.F("id").desc(),
                          name="sg_attention_created"),
+            # Exact lookups only (admin search, report, spool): a Meta index, because a
+            # db_index CharField also gets a varchar_pattern_ops "_like" index on PostgreSQL,
+            # which no query uses and every record INSERT has to update (migration 0003).
+            models.Index(fields=["sha256"], name="sg_sha256"),
+            models.Index(fields=["request_id"], name="sg_request_id"),
         ]
 
     def __str__(self) -> str:

@@ -10,4 +10,4 @@ operation, key, size), ``status`` (``succeeded``, ``failed``, ``deferred`` or ``
 
 from django.dispatch import Signal
 
-save_finished = Signal()
+save_finished = Signal(use_caching=True)  # receivers looked up once per sender, not per save

@@ -146,8 +146,9 @@ class GuardedS3Storage(S3Storage):
     def get_available_name(self, name, max_length=None):
         # Django may append "_abc1234" to make the name unique: fit again so that the name whose
         # existence was checked is the one that will be saved.
-        available = super().get_available_name(self._fit(name, max_length), max_length)
-        return self._fit(available, max_length)
+        fitted = self._fit(name, max_length)
+        available = super().get_available_name(fitted, max_length)
+        return fitted if available == fitted else self._fit(available, max_length)
 
     def generate_filename(self, filename):
         return self._fit(super().generate_filename(filename))
@@ -182,8 +183,9 @@ class GuardedS3Storage(S3Storage):
         payload = self._read_payload(content, params)
         try:
             self._check_headers(name, key, params, payload)
-            trace = self._trace("save", key, payload, params)
+            trace = self._trace("save", key, payload, params, hashed=False)
             outcome = self._run_put(key, payload, params, trace)
+            trace.sha256 = payload.sha256  # a large payload was hashed alongside the PUT
             if outcome.ok:
                 self._record_success(name, params, outcome, trace)
                 return name
@@ -210,12 +212,14 @@ class GuardedS3Storage(S3Storage):
             raise
 
     def _trace(self, operation: str, key: str, payload: Payload | None = None,
-               params: dict | None = None) -> SaveTrace:
+               params: dict | None = None, *, hashed: bool = True) -> SaveTrace:
+        """``hashed=False``: leave ``sha256`` for the caller to fill in after the PUT, so the
+        payload's hash can run alongside it."""
         return SaveTrace(storage_alias=self.storage_alias, operation=operation, key=key,
                          key_bytes=len(key.encode("utf-8", "surrogatepass")),
                          size=payload.size if payload else None,
                          content_type=(params or {}).get("ContentType", ""),
-                         sha256=payload.sha256 if payload else "")
+                         sha256=payload.sha256 if payload and hashed else "")
 
     def _run_put(self, key: str, payload: Payload, params: dict, trace: SaveTrace) -> Outcome:
         if payload.size >= self.transfer_config.multipart_threshold:
@@ -272,7 +276,7 @@ class GuardedS3Storage(S3Storage):
         }
 
     def _record_success(self, name, params, outcome: Outcome, trace: SaveTrace) -> None:
-        # Queued for record_writer's background thread unless the caller needs it now.
+        # Queued for success_records' background thread unless the caller needs it now.
         if not success_records.wants_success_record(outcome.attempt_count):
             return trace.succeeded(outcome)
         try:

@@ -3,6 +3,7 @@
 Every fault here is produced by the real fault proxy in front of a real SeaweedFS server.
 """
 
+import hashlib
 import io
 import os
 
@@ -11,6 +12,7 @@ from django.core.files.base import ContentFile, File
 
 from storage_guard.errors import SaveFailed
 from storage_guard.models import SaveAttempt, Status
+from storage_guard.saving import payload, records
 from tests.testbed.faultproxy import error
 
 pytestmark = pytest.mark.django_db
@@ -140,6 +142,26 @@ def test_non_seekable_content_is_resent_whole(guarded_storage_factory, fault_pro
 
     assert read_object(name) == body
     assert fault_proxy.counts["PUT"] == 3
+
+
+@pytest.mark.parametrize("fault", ["reset", error(403, "AccessDenied", "Access Denied")],
+                         ids=str)
+def test_a_payload_hashed_alongside_its_put_is_recorded_with_its_sha256(
+        guarded_storage_factory, fault_proxy, fault):
+    """1 MB held in memory is hashed on the helper thread while the PUT is sent: the record of
+    a save that succeeded after a retry, and of one that was stashed, has the bytes' SHA-256."""
+    storage = guarded_storage_factory(on_failure="defer")
+    fault_proxy.configure(methods={"PUT"})
+    fault_proxy.script([fault])
+    body = os.urandom(1024 * 1024)
+    assert storage.spool_max_memory >= len(body) >= payload.HASH_AHEAD_BYTES
+
+    storage.save("hashed/big.bin", ContentFile(body))
+
+    assert records.flush(timeout=30)
+    record = SaveAttempt.objects.get()
+    assert record.status == (Status.SUCCEEDED if fault == "reset" else Status.DEFERRED)
+    assert record.sha256 == hashlib.sha256(body).hexdigest()
 
 
 def test_seekable_file_is_rewound_for_each_attempt(guarded_storage_factory, fault_proxy,

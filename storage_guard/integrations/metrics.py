@@ -77,10 +77,27 @@ def install() -> bool:
 def count_save(sender, *, trace, status: str, error_code: str, attempts: int,
                duration_ms: float, **kwargs) -> None:
     storage = trace.storage_alias or "-"
-    SAVES.labels(storage, trace.operation, status, error_code).inc()
-    if status != "rejected":  # refused before any request: no duration, no attempts
-        DURATION.labels(storage, trace.operation, status).observe(duration_ms / 1000)
-        ATTEMPTS.labels(storage, trace.operation).observe(attempts)
+    saves, duration, attempts_seen = _children(storage, trace.operation, status, error_code)
+    saves.inc()
+    if duration is not None:  # a rejection was refused before any request
+        duration.observe(duration_ms / 1000)
+        attempts_seen.observe(attempts)
+
+
+_CHILDREN: dict[tuple, tuple] = {}
+
+
+def _children(storage: str, operation: str, status: str, error_code: str) -> tuple:
+    """The metrics' children for one label set (``labels()`` validates and locks each time)."""
+    key = (storage, operation, status, error_code)
+    found = _CHILDREN.get(key)
+    if found is None:
+        rejected = status == "rejected"
+        found = _CHILDREN[key] = (
+            SAVES.labels(storage, operation, status, error_code),
+            None if rejected else DURATION.labels(storage, operation, status),
+            None if rejected else ATTEMPTS.labels(storage, operation))
+    return found
 
 
 # ----------------------------------------------------------------------------- at scrape time

@@ -10,6 +10,7 @@ Slugs are in ``keys.slugs``, the ``upload_to`` builder and date-partitioned keys
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import unicodedata
 from dataclasses import dataclass
@@ -73,12 +74,19 @@ class KeyLimits:
     @classmethod
     def for_storage(cls, storage) -> KeyLimits:
         """The limits of a guarded storage (any other storage gets the project-wide ones)."""
-        defaults = cls.from_settings()
-        return cls(
-            int(getattr(storage, "max_key_bytes", defaults.max_key_bytes)),
-            int(getattr(storage, "max_segment_bytes", defaults.max_segment_bytes)),
-            str(getattr(storage, "key_policy", defaults.policy)),
-        )
+        own = (getattr(storage, "max_key_bytes", None), getattr(storage, "max_segment_bytes", None),
+               getattr(storage, "key_policy", None))
+        if None in own:
+            defaults = cls.from_settings()
+            own = (defaults.max_key_bytes if own[0] is None else own[0],
+                   defaults.max_segment_bytes if own[1] is None else own[1],
+                   defaults.policy if own[2] is None else own[2])
+        return _limits(int(own[0]), int(own[1]), str(own[2]))
+
+
+@functools.lru_cache(maxsize=64)
+def _limits(max_key_bytes: int, max_segment_bytes: int, policy: str) -> KeyLimits:
+    return KeyLimits(max_key_bytes, max_segment_bytes, policy)  # frozen: one per value
 
 
 # --- Fitting names into the limits -----------------------------------------------------------
@@ -163,6 +171,9 @@ class _Violation:
 
 def _first_violation(name, location, limits, max_length) -> _Violation | None:
     key = full_key(location, name)
+    if 4 * len(key) <= min(limits.max_key_bytes, limits.max_segment_bytes) and (
+            max_length is None or len(name) <= max_length):
+        return None  # the common case: no character takes more than 4 bytes in UTF-8
     key_bytes = utf8_len(key)
     if key_bytes > limits.max_key_bytes:
         return _Violation("max_key_bytes", limits.max_key_bytes, key_bytes)

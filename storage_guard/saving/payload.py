@@ -1,4 +1,10 @@
-"""The bytes of one save, hashed once and readable from the start as often as retries need."""
+"""The bytes of one save, hashed once and readable from the start as often as retries need.
+
+A large in-memory payload is hashed on a helper thread while its PUT is on the wire (hashlib
+releases the GIL for large buffers, so the hash runs on another core): the SHA-256 of 1 MB
+costs about as much CPU as the rest of the save, and the record needs it only afterwards.
+Reading ``Payload.sha256`` waits for that hash; small payloads are hashed at once.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,43 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
 from storages.utils import ReadBytesWrapper, is_seekable
 
 CHUNK = 1024 * 1024
+# In-memory payloads of at least this size are hashed on the helper thread (``from_content``);
+# below it handing the work over costs more than the hash.
+HASH_AHEAD_BYTES = 256 * 1024
+
+_hasher: ThreadPoolExecutor | None = None
+_hasher_pid = 0
+_hasher_lock = threading.Lock()
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_ahead(data: bytes) -> Future:
+    """The SHA-256 of ``data``, computed on this process's helper thread."""
+    global _hasher, _hasher_pid
+    if _hasher is None or _hasher_pid != os.getpid():  # a forked child starts its own thread
+        with _hasher_lock:
+            if _hasher is None or _hasher_pid != os.getpid():
+                _hasher = ThreadPoolExecutor(1, thread_name_prefix="storage_guard-hash")
+                _hasher_pid = os.getpid()
+    return _hasher.submit(_sha256_hex, data)
+
+
+def _after_fork() -> None:
+    global _hasher, _hasher_lock
+    _hasher, _hasher_lock = None, threading.Lock()  # the parent's thread did not come along
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class Payload:
@@ -21,11 +59,21 @@ class Payload:
     that is not seekable is copied once into a spooled temporary file, so a retry can rewind it.
     """
 
-    def __init__(self, *, data: bytes | None = None, file=None, size: int, sha256: str):
+    def __init__(self, *, data: bytes | None = None, file=None, size: int, sha256: str = "",
+                 digest: Future | None = None):
         self.data = data
         self.file = file
         self.size = size
-        self.sha256 = sha256
+        self._sha256 = sha256
+        self._digest = digest  # the hash still being computed on the helper thread
+
+    @property
+    def sha256(self) -> str:
+        """The content's SHA-256 (hex); waits for the helper thread's hash if it is running."""
+        if self._digest is not None:
+            self._sha256 = self._digest.result()
+            self._digest = None
+        return self._sha256
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Payload:
@@ -39,6 +87,8 @@ class Payload:
             content.seek(0, os.SEEK_SET)
         head = source.read(memory_limit + 1)
         if len(head) <= memory_limit:
+            if len(head) >= HASH_AHEAD_BYTES:
+                return cls(data=head, size=len(head), digest=hash_ahead(head))
             return cls.from_bytes(head)
         return cls._spool(head, source)
 

@@ -254,7 +254,7 @@ WATCHDOG = Watchdog()
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Write the success records this process has queued (``record_writer``); False on timeout.
+    """Write the success records this process has queued (``success_records``); False on timeout.
 
     For tests, and for code that reads records it has just caused in the same process.
     """

@@ -92,6 +92,8 @@ def describe_char(char: str) -> str:
 def find_unsafe(text: str, *, ascii_only: bool = False, allow_tab: bool = True
                 ) -> tuple[int, str] | None:
     """``(index, why)`` of the first character that cannot go into a header, or None."""
+    if text.isascii() and text.isprintable():
+        return None  # the common case, checked in C: no control, surrogate or non-ASCII char
     for index, char in enumerate(text):
         if char == "\t" and allow_tab:
             continue
@@ -111,7 +113,7 @@ def _escape_char(char: str) -> str:
 
 def escape_controls(text: str) -> str:
     """``text`` with control characters, lone surrogates and bidi overrides as escapes."""
-    if text.isprintable() and not BIDI_CONTROLS.intersection(text):
+    if text.isprintable() and (text.isascii() or not BIDI_CONTROLS.intersection(text)):
         return text  # the common case: nothing to do, no copy
     return "".join(_escape_char(c) if is_control(c) or is_surrogate(c) or c in BIDI_CONTROLS
                    else c for c in text)
@@ -195,10 +197,16 @@ class EscapingFilter(logging.Filter):
             record.msg = escape_controls(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(_escaped(arg) for arg in record.args)
-        for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD_ATTRS:
-                record.__dict__[name] = _escaped(value)
+        attrs = record.__dict__
+        for name in attrs.keys() - _STANDARD_ATTRS:  # the extra fields (set difference in C)
+            value = attrs[name]
+            if type(value) not in _PLAIN:
+                attrs[name] = _escaped(value)
         return True
+
+
+# Values that never need escaping: checked by exact type, the common case on every line.
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 
 def _escaped(value):

@@ -4,14 +4,15 @@ A success record used to cost the request its INSERT and commit: about 1.5 ms on
 an fsync on SQLite, 30 to 40 % of a 2 KB save. With ``RECORD_WRITER = "background"`` (the
 default) the save only puts the record's fields on a bounded in-process queue; one daemon thread
 per process takes them off in batches (whatever accumulated while the previous batch was
-written, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``bulk_create`` and one
-commit on the record alias. Failure records, rejections and stashes never go through here: they
-stay synchronous and durable (``storage.py``, ``recording.insert_failure``).
+written, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY`` (PostgreSQL) or
+``executemany`` and one commit on the record alias. Failure records, rejections and stashes
+never go through here: they stay synchronous and durable (``storage.py``,
+``records.insert_failure``).
 
 What a crash can lose: only success records (their objects are in S3), at most
 ``RECORD_QUEUE_SIZE`` queued plus one batch being written, and only on a hard kill
 (SIGKILL, OOM, ``os._exit``): the queue is flushed at interpreter exit (``atexit``) and on
-demand (``recording.flush()``). A queue that is full never drops a record: the save writes it
+demand (``records.flush()``). A queue that is full never drops a record: the save writes it
 itself, as it did before this writer existed. A batch that cannot be written is retried once on a
 fresh connection, then row by row; what still fails is logged (``record_failed``, with the
 count) and sent to Sentry, and the saves themselves are unaffected.
@@ -37,7 +38,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.db import connections, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from storage_guard import conf
@@ -230,7 +231,8 @@ class RecordWriter:
 
 
 def insert_many(rows: list[dict]) -> None:
-    """One transaction, one ``executemany``: the rows' values prepared field by field.
+    """One transaction, one ``COPY`` (PostgreSQL) or ``executemany``: the rows' values prepared
+    field by field.
 
     This is ``bulk_create`` without the model instances (a third of its Python time), and with
     a short sleep every few rows: the writer shares the GIL with the requests, and a long
@@ -244,25 +246,69 @@ def insert_many(rows: list[dict]) -> None:
     shared = {field.attname: field.get_db_prep_save(
         now if field.attname in ("created_at", "updated_at") else field.get_default(),
         connection) for field in fields}
+    # Text columns take a str as it is (get_db_prep_save would return it unchanged).
+    columns = [(field.attname, field.get_db_prep_save,
+                isinstance(field, models.CharField | models.TextField)) for field in fields]
     params = []
     for number, row in enumerate(rows, 1):
         row = {**storable_fields(SaveAttempt, row), "key_digest": key_digest(row["key"])}
-        params.append([field.get_db_prep_save(row[field.attname], connection)
-                       if field.attname in row else shared[field.attname] for field in fields])
+        values = []
+        for name, prepare, is_text in columns:
+            if name not in row:
+                values.append(shared[name])
+            elif is_text and type(row[name]) is str:
+                values.append(row[name])
+            else:
+                values.append(prepare(row[name], connection))
+        params.append(values)
         if number % YIELD_EVERY == 0:
             time.sleep(YIELD_SECONDS)
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=alias), connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+        return
+    # PostgreSQL: one COPY, which costs the writer (and the GIL the requests wait for) about
+    # half of what psycopg's executemany does per row. In autocommit mode (the record
+    # connection's) a COPY is a transaction of its own: no BEGIN and COMMIT round trips.
+    if connection.get_autocommit():
+        with connection.cursor() as cursor:
+            _copy(connection, cursor, fields, params)
+        return
     with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        _copy(connection, cursor, fields, params)
+
+
+def _copy(connection, cursor, fields: list, params: list) -> None:
+    with connection.wrap_database_errors, \
+            cursor.cursor.copy(_copy_statement(connection, fields)) as copy:
+        for values in params:
+            copy.write_row(values)
+
+
+_statements: dict[tuple, tuple] = {}  # (vendor, what) -> statement, built once
 
 
 def _insert_statement(connection) -> tuple[list, str]:
-    meta = SaveAttempt._meta
-    fields = [field for field in meta.concrete_fields if not field.primary_key]
-    quote = connection.ops.quote_name
-    sql = (f"INSERT INTO {quote(meta.db_table)} "
-           f"({', '.join(quote(field.column) for field in fields)}) "
-           f"VALUES ({', '.join(['%s'] * len(fields))})")
-    return fields, sql
+    found = _statements.get((connection.vendor, "insert"))
+    if found is None:
+        meta = SaveAttempt._meta
+        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        quote = connection.ops.quote_name
+        sql = (f"INSERT INTO {quote(meta.db_table)} "
+               f"({', '.join(quote(field.column) for field in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        found = _statements[(connection.vendor, "insert")] = (fields, sql)
+    return found
+
+
+def _copy_statement(connection, fields: list) -> str:
+    found = _statements.get((connection.vendor, "copy"))
+    if found is None:
+        quote = connection.ops.quote_name
+        found = _statements[(connection.vendor, "copy")] = (
+            f"COPY {quote(SaveAttempt._meta.db_table)} "
+            f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN")
+    return found
 
 
 def close_record_connection() -> None:

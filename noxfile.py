@@ -15,6 +15,11 @@ package (tests/conftest.py checks it).
 The full cells (oldest and newest pair) run everything: SQLite with the browser tests, then
 PostgreSQL. The others run the SQLite pass without the ``slow`` and ``browser`` tests.
 
+A full cell's two passes can also run apart, side by side (``scripts/test`` does, so its lanes
+balance): ``STORAGE_GUARD_TEST_PASS=sqlite nox -s "tests(3.11-django5.2)"`` runs the SQLite pass
+only, and ``nox -s "postgres(3.11-django5.2)"`` the PostgreSQL pass only, in its own virtualenv
+(so the two never install into the same one at once).
+
 Interpreters: ``pythonX.Y`` on PATH, else pyenv's newest ``X.Y.*``. A missing one fails its cell
 with a message that says so (and how to install it).
 """
@@ -112,10 +117,39 @@ def build(session: nox.Session) -> None:
     session.run("twine", "check", "--strict", *glob.glob(str(DIST / "*")))
 
 
+FULL_CELLS = [cell for cell in CELLS if cell in FULL]
+PASSES = ("sqlite", "postgres")
+
+
 @nox.session
 @nox.parametrize(("python", "django"), CELLS, ids=[f"{py}-django{dj}" for py, dj in CELLS])
 def tests(session: nox.Session, django: str) -> None:
-    """One cell of the matrix, against the installed wheel."""
+    """One cell of the matrix, against the installed wheel.
+
+    Its SQLite pass and, in a full cell, its PostgreSQL pass; ``STORAGE_GUARD_TEST_PASS=sqlite``
+    (or ``postgres``) runs one of them."""
+    full = (session.python, django) in FULL
+    wanted = os.environ.get("STORAGE_GUARD_TEST_PASS", "")
+    if wanted and wanted not in PASSES:
+        session.error(f"STORAGE_GUARD_TEST_PASS={wanted!r}: one of {', '.join(PASSES)}, or unset")
+    passes = [name for name in PASSES if name == "sqlite" or full]
+    _run_cell(session, django, [name for name in passes if wanted in ("", name)])
+
+
+@nox.session
+@nox.parametrize(("python", "django"), FULL_CELLS,
+                 ids=[f"{py}-django{dj}" for py, dj in FULL_CELLS])
+def postgres(session: nox.Session, django: str) -> None:
+    """A full cell's PostgreSQL pass alone, in its own virtualenv.
+
+    ``scripts/test`` runs it beside the cell's SQLite pass (``tests`` with
+    ``STORAGE_GUARD_TEST_PASS=sqlite``), each in a lane of its own."""
+    _run_cell(session, django, ["postgres"])
+
+
+def _run_cell(session: nox.Session, django: str, pass_names: list[str]) -> None:
+    if not pass_names:
+        session.error("no pass selected: a light cell has only the SQLite pass")
     wheel = _the_wheel(session)
     _install(session, wheel, django)
     workdir = _scratch_copy(session)
@@ -126,10 +160,9 @@ def tests(session: nox.Session, django: str) -> None:
     full = (session.python, django) in FULL
     narrowed = bool(session.posargs)
     args = session.posargs or (["-m", "not slow and not browser"] if not full else [])
-    passes = [("SQLite", args)]
-    if full:
-        passes.append(("PostgreSQL", ["--ds=tests.settings_postgres", *args]))
-    failed = [label for label, pass_args in passes
+    passes = {"sqlite": ("SQLite", args),
+              "postgres": ("PostgreSQL", ["--ds=tests.settings_postgres", *args])}
+    failed = [label for label, pass_args in (passes[name] for name in pass_names)
               if not _pytest(session, label, pass_args, narrowed)]
     if failed:
         session.error(f"failed: {', '.join(failed)} pass")

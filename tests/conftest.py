@@ -47,6 +47,7 @@ S3_FIXTURES = frozenset({
 def pytest_configure(config):
     if os.environ.get("STORAGE_GUARD_TEST_INSTALLED") == "1":
         _refuse_a_source_tree()
+    _use_the_quick_flush()
 
 
 def _refuse_a_source_tree():
@@ -58,6 +59,47 @@ def _refuse_a_source_tree():
         sys.exit(f"STORAGE_GUARD_TEST_INSTALLED=1 but storage_guard was imported from {where}, "
                  "not from an installed wheel: run the tests from a copy outside the source tree "
                  "(noxfile.py does) or unset the variable.")
+
+
+def _flush_all_but_content_types(self):
+    """``TransactionTestCase``'s teardown, without throwing away what migrate made once.
+
+    Django's own empties every table, then sends ``post_migrate`` so that contenttypes and auth
+    write every content type and permission again; on PostgreSQL it empties them with one
+    ``TRUNCATE`` of every table, which makes new files for each table and index. Together
+    about a third of a second per transactional test on PostgreSQL (measured: the flush a third,
+    ``post_migrate`` two thirds on an idle machine; the ``TRUNCATE`` grows most under load).
+
+    This empties every table but those two (no test writes them) and sends nothing, so the next
+    test starts from the same rows as after Django's: no data, every content type and
+    permission (with the same ids, so ``ContentType``'s cache stays right). On PostgreSQL it
+    deletes the rows (a few per table) in one transaction instead of truncating; Django's
+    foreign keys are deferred there, so the order does not matter. Same rows, same sequences
+    (neither resets them).
+    """
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.management.color import no_style
+    from django.db import connections
+
+    kept = {ContentType._meta.db_table, Permission._meta.db_table}
+    for alias in self._databases_names(include_mirrors=False):
+        connection = connections[alias]
+        tables = [table for table in connection.introspection.django_table_names(
+            only_existing=True, include_views=False) if table not in kept]
+        if connection.vendor == "postgresql":
+            quote = connection.ops.quote_name
+            statements = [f"DELETE FROM {quote(table)}" for table in tables]
+        else:
+            statements = connection.ops.sql_flush(no_style(), tables, reset_sequences=False,
+                                                  allow_cascade=False)
+        connection.ops.execute_sql_flush(statements)
+
+
+def _use_the_quick_flush():
+    from django.test import TransactionTestCase
+
+    TransactionTestCase._fixture_teardown = _flush_all_but_content_types
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -107,3 +107,7 @@ INSTALLED_APPS += [*(["django_tasks"] if TASK_FRAMEWORK == "django_tasks" else [
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 # The framework's own backend that runs a task at once (and so cannot defer), for the tests.
 IMMEDIATE_TASK_BACKEND = f"{TASK_FRAMEWORK}.backends.immediate.ImmediateBackend"
+
+# The fast hasher: admin_client and admin_user set a password per test, and the default
+# (PBKDF2, a million rounds or more) costs a third of a second each time. Tests only.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

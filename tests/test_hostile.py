@@ -105,9 +105,12 @@ PARAMS = [
 
 @pytest.fixture
 def hostile_storage(guarded_storage_factory):
-    """Five transient failures would open the breaker: low enough that any counted would."""
+    """Five transient failures would open the breaker: low enough that any counted would. Once
+    open it stays open for the test (no half-open after the default first second, which a
+    loaded machine can spend between the failure and the assertion)."""
     return guarded_storage_factory(secret_key=SECRET, max_attempts=3, breaker_threshold=3,
-                                   breaker_window=0, breaker_cooldown=300)
+                                   breaker_window=0, breaker_cooldown=300,
+                                   breaker_initial_cooldown=300)
 
 
 @pytest.fixture

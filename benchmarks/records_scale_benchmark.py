@@ -5,7 +5,7 @@ Usage (from the repository root, PostgreSQL on 127.0.0.1:5432 with trust auth)::
     .venv/bin/python benchmarks/records_scale_benchmark.py measure --rows 0
     .venv/bin/python benchmarks/records_scale_benchmark.py measure --rows 1000000
     .venv/bin/python benchmarks/records_scale_benchmark.py measure --rows 10000000
-    .venv/bin/python benchmarks/records_scale_benchmark.py purge [--batch-size 1000]
+    .venv/bin/python benchmarks/records_scale_benchmark.py purge [--batch-size 1000] [--rows N]
 
 It uses its own database (``$STORAGE_GUARD_BENCH_DB``, default ``sg_perf``, created if missing;
 never the shared test database) and migrates ``storage_guard`` into it.
@@ -23,7 +23,9 @@ four times as many through the background writer's path (``success_records.inser
 would) for a baseline period, then again while ``operations.purge.purge`` deletes every filled
 row (31 to 32 days old, in insertion order as in production), and prints the purge's duration
 and the inserter's latency percentiles in both periods: if purge blocked inserts, the maximum
-would show it.
+would show it. ``--rows N`` purges only the oldest N rows (a cut-off just after the N-th), for
+a measured purge shorter than the whole table; Ctrl-C during the purge stops it and still prints
+the rows deleted so far, the rate and the latencies.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from pathlib import Path
 CHUNK = 1_000_000
 EMPTY_TABLE = "sg_bench_empty"
 
-# The SELECT lists the model's columns in field order (created_at, updated_at, … next_retry_at).
+# The SELECT lists the model's columns in field order (created_at, updated_at, … next_retry_at,
+# storage_spec): a field added to the model needs its value here (``top_up`` checks the count).
 FILL_SQL = """
 INSERT INTO storage_guard_saveattempt ({columns})
 SELECT created, created, 'default', 'media', 'save', name, 'media/' || name,
@@ -49,7 +52,7 @@ SELECT created, created, 'default', 'media', 'save', name, 'media/' || name,
        octet_length(name) + 6, size, 'image/jpeg',
        encode(sha256(convert_to(name || 'v', 'UTF8')), 'hex'), 'succeeded', 1, '', '', NULL,
        '', NULL, '[]'::jsonb, '', '', duration,
-       '{"ContentType": "image/jpeg"}'::jsonb, '', '', NULL, NULL
+       '{"ContentType": "image/jpeg"}'::jsonb, '', '', NULL, NULL, NULL
 FROM (
     SELECT now() - interval '32 days' + i * interval '1 day' / 10000000 AS created,
            'uploads/2026/10/' || (i %% 31 + 1) || '/' || md5(i::text) || '.jpg' AS name,
@@ -99,20 +102,24 @@ def top_up(rows: int, fast: bool = False) -> None:
         present = 0
     if present == rows:
         return
+    query = FILL_SQL.replace("{columns}", model_columns())
+    sql(f"EXPLAIN {query}", [1, 1])  # a column count that no longer matches fails here, early
     indexes = sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = "
                   "'storage_guard_saveattempt' AND indexname NOT LIKE '%%_pkey'") if fast else []
     for name, _definition in indexes:
         sql(f'DROP INDEX "{name}"')
-    while present < rows:
-        chunk = min(CHUNK, rows - present)
+    try:
+        while present < rows:
+            chunk = min(CHUNK, rows - present)
+            started = time.perf_counter()
+            sql(query, [present + 1, present + chunk])
+            present += chunk
+            print(f"filled {present:,} rows (+{chunk:,} in {time.perf_counter() - started:.1f} s)",
+                  flush=True)
+    finally:  # the indexes come back even if a fill fails: the schema stays the migrated one
         started = time.perf_counter()
-        sql(FILL_SQL.replace("{columns}", model_columns()), [present + 1, present + chunk])
-        present += chunk
-        print(f"filled {present:,} rows (+{chunk:,} in {time.perf_counter() - started:.1f} s)",
-              flush=True)
-    started = time.perf_counter()
-    for _name, definition in indexes:
-        sql(definition)
+        for _name, definition in indexes:
+            sql(definition)
     if indexes:
         print(f"rebuilt {len(indexes)} indexes in {time.perf_counter() - started:.1f} s "
               "(built by sort: more compact than grown row by row)", flush=True)
@@ -272,24 +279,37 @@ def measure_purge(batch_size: int, baseline: float, purge_rows: int | None) -> N
     from storage_guard.operations import purge
 
     rows = row_count()
-    older_than = timedelta(days=30)
+    nth = None
     if purge_rows is not None and purge_rows < rows:  # a cut-off just after the N-th oldest row
-        from django.utils import timezone
-
         nth = sql("SELECT created_at FROM storage_guard_saveattempt ORDER BY created_at "
                   "OFFSET %s LIMIT 1", [purge_rows])[0][0]
-        older_than = timezone.now() - nth
+
+    def run_purge():
+        from django.utils import timezone
+
+        # The age of the N-th row taken as the purge starts, not before the baseline period.
+        older_than = timezone.now() - nth if nth else timedelta(days=30)
+        try:
+            return purge.purge(older_than, batch_size=batch_size)
+        except KeyboardInterrupt:  # Ctrl-C: the batches committed so far stay deleted
+            return None
+
     inserter = Inserter()
     inserter.start()
     before, _ = inserter.period(baseline)
     started = time.perf_counter()
-    during, result = inserter.period(during=lambda: purge.purge(older_than,
-                                                                batch_size=batch_size))
+    during, result = inserter.period(during=run_purge)
     elapsed = time.perf_counter() - started
     inserter.stopped.set()
     inserter.join()
-    print(f"purge of {result.deleted:,} of {rows:,} rows in {result.batches:,} batches of "
-          f"{batch_size}: {elapsed:.1f} s ({result.deleted / elapsed:,.0f} rows/s)")
+    if result is None:
+        remove_bench_inserts()
+        deleted = rows - row_count()
+        print(f"purge INTERRUPTED after {deleted:,} of {rows:,} rows in batches of "
+              f"{batch_size}: {elapsed:.1f} s ({deleted / elapsed:,.0f} rows/s)")
+    else:
+        print(f"purge of {result.deleted:,} of {rows:,} rows in {result.batches:,} batches of "
+              f"{batch_size}: {elapsed:.1f} s ({result.deleted / elapsed:,.0f} rows/s)")
     print(f"inserts before purge: {summary(before)}")
     print(f"inserts during purge: {summary(during)}", flush=True)
     remove_bench_inserts()

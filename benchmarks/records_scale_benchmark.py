@@ -230,8 +230,10 @@ def compare_inserts(rows: int, inserts: int, batch: int, reps: int) -> None:
                         ("batched", f"background writer's batches of {batch} (insert_many)")):
         empty = statistics.median(results["empty", kind])
         filled = statistics.median(results["filled", kind])
+        ratios = sorted(filled_rep / empty_rep for empty_rep, filled_rep
+                        in zip(results["empty", kind], results["filled", kind], strict=True))
         print(f"{label}: empty table {ms(empty)}, {rows:,} rows {ms(filled)} per record, "
-              f"ratio {filled / empty:.2f}")
+              f"ratio {filled / empty:.2f} (per rep {ratios[0]:.2f} to {ratios[-1]:.2f})")
 
 
 class Inserter(threading.Thread):

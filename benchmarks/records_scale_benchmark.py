@@ -154,15 +154,22 @@ def success_fields(number: int) -> dict:
 
 @contextmanager
 def table(name: str):
-    """Point the SaveAttempt model at another table with the same columns and indexes."""
+    """Point the SaveAttempt model at another table with the same columns and indexes.
+
+    The background writer builds its INSERT/COPY statement once per process, with the table's
+    name in it: forget it on the way in and out, or both arms would write to the same table.
+    """
     from storage_guard.models import SaveAttempt
+    from storage_guard.saving import success_records
 
     meta = SaveAttempt._meta
     original, meta.db_table = meta.db_table, name
+    success_records._statements.clear()
     try:
         yield
     finally:
         meta.db_table = original
+        success_records._statements.clear()
 
 
 def time_single_inserts(n: int) -> float:

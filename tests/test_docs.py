@@ -32,3 +32,28 @@ def test_every_management_command_is_documented():
     assert names  # the glob found the commands
     missing = [name for name in names if name not in text]
     assert not missing, f"commands without docs: {missing}"
+
+
+def _package_parts() -> list[str]:
+    """The installed package's modules and packages, one level down (as ``name.py``/``name/``),
+    and the modules of the role packages (``saving/payload.py``, ...)."""
+    root = Path(storage_guard.__file__).parent
+    skip = {"__init__.py", "migrations", "templates", "templatetags", "locale", "static",
+            "__pycache__", "contrib"}
+    parts = [f"{p.name}/" if p.is_dir() else p.name for p in root.iterdir()
+             if p.name not in skip and (p.is_dir() or p.suffix == ".py")]
+    for package in ("saving", "operations", "integrations", "contrib/generated", "admin",
+                    "checks", "keys"):
+        parts += [f"{package}/{p.name}" for p in (root / package).glob("*.py")
+                  if p.name != "__init__.py"]
+    return sorted(parts)
+
+
+def test_architecture_names_every_module_of_the_layout():
+    text = read("architecture.md")
+    parts = _package_parts()
+    assert "saving/payload.py" in parts and "storage.py" in parts  # the walk found the tree
+    missing = [part for part in parts
+               if f"`{part}`" not in text and f"  {part}" not in text
+               and f"`{part.rpartition('/')[2]}`" not in text]
+    assert not missing, f"docs/architecture.md does not name: {missing}"

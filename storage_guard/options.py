@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 from storage_guard import conf
-from storage_guard.keys import HASH_CHARS
+from storage_guard.keys import HASH_CHARS, POLICIES
 
 # Whole numbers of at least this much (breaker_threshold 0 turns the breaker off).
 MINIMUMS = {"max_attempts": 1, "breaker_threshold": 0, "max_metadata_bytes": 1,
@@ -40,7 +40,7 @@ NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown", "breaker_wind
 # Fractions: numbers from 0 to 1 (a value outside is reported as the wrong kind of value).
 FRACTIONS = ("record_sample_rate",)
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")
-CHOICES = {"on_failure": ("raise", "defer"), "key_policy": ("shorten", "reject"),
+CHOICES = {"on_failure": ("raise", "defer"), "key_policy": POLICIES,
            "record_successes": ("all", "sample", "none"),
            "record_writer": ("background", "inline")}
 # Each key limit fits inside the next: a slug is one segment, a segment is part of a key.

@@ -21,7 +21,7 @@ from storage_guard import conf
 from storage_guard.errors import InvalidKey, KeyTooLong
 from storage_guard.saving.safetext import escape_controls, find_unsafe, preview_key
 
-POLICIES = ("shorten", "reject")
+POLICIES = ("shorten", "reject")  # what a key that does not fit gets (options.CHOICES uses this)
 # 12 hex digits = 48 bits: a collision needs ~16 million long names that also share the cut text.
 HASH_CHARS = 12
 # The shortest name a shortened key can end in: the hash plus an extension such as ".tar.gz".

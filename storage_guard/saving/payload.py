@@ -26,26 +26,39 @@ HASH_AHEAD_BYTES = 256 * 1024
 _hasher: ThreadPoolExecutor | None = None
 _hasher_pid = 0
 _hasher_lock = threading.Lock()
+# One hash at a time on the helper thread: a save that finds it busy hashes in its own thread
+# (as before the helper existed), so no save ever waits behind another save's hash.
+_hasher_free = threading.Semaphore(1)
 
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def hash_ahead(data: bytes) -> Future:
-    """The SHA-256 of ``data``, computed on this process's helper thread."""
+def hash_ahead(data: bytes) -> Future | None:
+    """The SHA-256 of ``data``, being computed on this process's helper thread; None when the
+    helper is busy with another save's payload (the caller then hashes it itself)."""
     global _hasher, _hasher_pid
-    if _hasher is None or _hasher_pid != os.getpid():  # a forked child starts its own thread
-        with _hasher_lock:
-            if _hasher is None or _hasher_pid != os.getpid():
-                _hasher = ThreadPoolExecutor(1, thread_name_prefix="storage_guard-hash")
-                _hasher_pid = os.getpid()
-    return _hasher.submit(_sha256_hex, data)
+    if not _hasher_free.acquire(blocking=False):
+        return None
+    try:
+        if _hasher is None or _hasher_pid != os.getpid():  # a forked child starts its own thread
+            with _hasher_lock:
+                if _hasher is None or _hasher_pid != os.getpid():
+                    _hasher = ThreadPoolExecutor(1, thread_name_prefix="storage_guard-hash")
+                    _hasher_pid = os.getpid()
+        future = _hasher.submit(_sha256_hex, data)
+    except BaseException:
+        _hasher_free.release()
+        raise
+    future.add_done_callback(lambda _: _hasher_free.release())
+    return future
 
 
 def _after_fork() -> None:
-    global _hasher, _hasher_lock
-    _hasher, _hasher_lock = None, threading.Lock()  # the parent's thread did not come along
+    global _hasher, _hasher_lock, _hasher_free
+    # the parent's thread did not come along, nor did a hash it was running
+    _hasher, _hasher_lock, _hasher_free = None, threading.Lock(), threading.Semaphore(1)
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -87,8 +100,9 @@ class Payload:
             content.seek(0, os.SEEK_SET)
         head = source.read(memory_limit + 1)
         if len(head) <= memory_limit:
-            if len(head) >= HASH_AHEAD_BYTES:
-                return cls(data=head, size=len(head), digest=hash_ahead(head))
+            digest = hash_ahead(head) if len(head) >= HASH_AHEAD_BYTES else None
+            if digest is not None:
+                return cls(data=head, size=len(head), digest=digest)
             return cls.from_bytes(head)
         return cls._spool(head, source)
 

@@ -15,6 +15,7 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from unittest import mock
 
 import psycopg
@@ -149,6 +150,26 @@ def test_queued_records_are_written_in_batches(background_writer):
         assert [sql.split(" times:")[0] for sql in inserts] == ["10", "10", "5"]  # executemany
     assert writer.batches == 3
     assert names("batch/") == [f"batch/{n:02d}" for n in range(25)]
+
+
+@pytest.mark.postgres
+@on_postgres
+def test_without_psycopg3_a_batch_is_written_by_executemany(background_writer, monkeypatch):
+    # psycopg2 cannot be installed beside psycopg here; its cursors lack copy(), so this is the
+    # path it takes: the same batch through executemany, on the same PostgreSQL.
+    assert success_records.copy_supported(connection)  # psycopg 3 itself takes COPY
+    psycopg2_connection = SimpleNamespace(vendor="postgresql", Database=SimpleNamespace(
+        __name__="psycopg2"))
+    assert not success_records.copy_supported(psycopg2_connection)
+    monkeypatch.setattr(success_records, "copy_supported", lambda _: False)
+    writer = background_writer(RECORD_BATCH_SIZE=10)
+    for number in range(12):
+        writer.queue.put_nowait(fields(f"nocopy/{number:02d}"))
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.flush()
+    inserts = [q["sql"] for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
+    assert [sql.split(" times:")[0] for sql in inserts] == ["10", "2"]
+    assert names("nocopy/") == [f"nocopy/{n:02d}" for n in range(12)]
 
 
 @pytest.mark.postgres

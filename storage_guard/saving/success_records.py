@@ -263,12 +263,12 @@ def insert_many(rows: list[dict]) -> None:
         params.append(values)
         if number % YIELD_EVERY == 0:
             time.sleep(YIELD_SECONDS)
-    if connection.vendor != "postgresql":
+    if not copy_supported(connection):
         with transaction.atomic(using=alias), connection.cursor() as cursor:
             cursor.executemany(sql, params)
         return
-    # PostgreSQL: one COPY, which costs the writer (and the GIL the requests wait for) about
-    # half of what psycopg's executemany does per row. In autocommit mode (the record
+    # PostgreSQL with psycopg 3: one COPY, which costs the writer (and the GIL the requests
+    # wait for) about half of what executemany does per row. In autocommit mode (the record
     # connection's) a COPY is a transaction of its own: no BEGIN and COMMIT round trips.
     if connection.get_autocommit():
         with connection.cursor() as cursor:
@@ -276,6 +276,13 @@ def insert_many(rows: list[dict]) -> None:
         return
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         _copy(connection, cursor, fields, params)
+
+
+def copy_supported(connection) -> bool:
+    """PostgreSQL through psycopg 3, whose cursors have ``copy()``; psycopg2 (which Django
+    also supports) and every other database write the batch with ``executemany``."""
+    return connection.vendor == "postgresql" and \
+        getattr(connection.Database, "__name__", "") == "psycopg"
 
 
 def _copy(connection, cursor, fields: list, params: list) -> None:

@@ -36,6 +36,8 @@ FAST = Config(
     read_timeout=1,
     s3={"addressing_style": "path"},
 )
+# For tests that inject no stall: a slow answer on a loaded machine is not what they check.
+PATIENT = FAST.merge(Config(connect_timeout=10, read_timeout=60))
 
 
 def payload(size: int, seed: str = "bed") -> bytes:
@@ -237,7 +239,7 @@ def test_aws_chunked_multipart_through_proxy_with_auth():
         FaultProxy(srv.host, srv.port) as proxy,
     ):
         srv.create_bucket("chunky")
-        client = srv.client(endpoint_url=proxy.endpoint_url, config=FAST)
+        client = srv.client(endpoint_url=proxy.endpoint_url, config=PATIENT)
         for op in ("PutObject", "UploadPart"):
             client.meta.events.register(f"before-call.s3.{op}", _force_aws_chunked)
         body = payload(6 * MiB, seed="aws-chunked")
@@ -254,7 +256,7 @@ def test_aws_chunked_multipart_through_proxy_with_auth():
             assert record.header("X-Amz-Content-SHA256") == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
             assert record.status == 200
         wrong = srv.client(
-            endpoint_url=proxy.endpoint_url, aws_secret_access_key="wrong", config=FAST
+            endpoint_url=proxy.endpoint_url, aws_secret_access_key="wrong", config=PATIENT
         )
         with pytest.raises(ClientError) as info:
             wrong.list_buckets()

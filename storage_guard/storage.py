@@ -7,7 +7,7 @@ arrive, stash them so that nothing is lost.
 
 from __future__ import annotations
 
-import dataclasses
+import threading
 import time
 from contextvars import ContextVar
 from functools import cached_property
@@ -24,7 +24,15 @@ from storage_guard.errors import SaveFailed, SaveRejected
 from storage_guard.log import logger
 from storage_guard.models import Status
 from storage_guard.operations import rebuild
-from storage_guard.saving import headers, presets, records, spool, stash, success_records
+from storage_guard.saving import (
+    headers,
+    presets,
+    records,
+    signed_hash,
+    spool,
+    stash,
+    success_records,
+)
 from storage_guard.saving.breaker import CircuitBreaker
 from storage_guard.saving.multipart import MultipartUpload
 from storage_guard.saving.payload import Payload
@@ -34,6 +42,9 @@ from storage_guard.saving.timeouts import AttemptTimeouts, ClientSet, TimeoutRul
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
+# (storage, name): the name get_available_name fitted last in this thread, which Django's save()
+# hands to _save unchanged (so it is not fitted twice).
+_fitted = threading.local()
 
 
 class GuardedS3File(S3File):
@@ -113,9 +124,11 @@ class GuardedS3Storage(S3Storage):
     def policy_for(self, size: int) -> RetryPolicy:
         """The policy for sending ``size`` bytes: the deadline grows by the bytes' travel time
         at ``put_timeout_rate``, and a retry starts only if a first try's timeout is left."""
-        deadline = self.retry_deadline + self.timeout_rule.allowance(size)
-        return dataclasses.replace(self.policy, deadline=deadline, attempt_budget=min(
-            self.timeout_rule.seconds(size), deadline / 2))
+        policy, rule = self.policy, self.timeout_rule
+        deadline = self.retry_deadline + rule.allowance(size)
+        return RetryPolicy(max_attempts=policy.max_attempts, deadline=deadline,
+                           backoff_base=policy.backoff_base, backoff_cap=policy.backoff_cap,
+                           attempt_budget=min(rule.seconds(size), deadline / 2))
 
     @cached_property
     def breaker(self) -> CircuitBreaker:
@@ -148,7 +161,10 @@ class GuardedS3Storage(S3Storage):
         # existence was checked is the one that will be saved.
         fitted = self._fit(name, max_length)
         available = super().get_available_name(fitted, max_length)
-        return fitted if available == fitted else self._fit(available, max_length)
+        if available != fitted:
+            fitted = self._fit(available, max_length)
+        _fitted.last = (self, fitted)
+        return fitted
 
     def generate_filename(self, filename):
         return self._fit(super().generate_filename(filename))
@@ -177,7 +193,9 @@ class GuardedS3Storage(S3Storage):
             _last_record.reset(token)
 
     def _save(self, name, content):
-        name = self._fit(name)
+        last = getattr(_fitted, "last", None)
+        if last is None or last[0] is not self or last[1] != name:
+            name = self._fit(name)  # not the name get_available_name just fitted
         key = self._normalize_name(name)
         params = self._get_write_parameters(key, content)
         payload = self._read_payload(content, params)
@@ -201,7 +219,17 @@ class GuardedS3Storage(S3Storage):
                 and "ContentEncoding" not in params:
             content = self._compress_content(content)
             params["ContentEncoding"] = "gzip"
-        return Payload.from_content(content, memory_limit=self.spool_max_memory)
+        return Payload.from_content(content, memory_limit=self.spool_max_memory,
+                                    signed=self._signed_whole)
+
+    @cached_property
+    def signs_payload(self) -> bool:
+        """Whether a single PUT is signed with its body's SHA-256 (``saving.signed_hash``)."""
+        return signed_hash.signs_payload(self)
+
+    def _signed_whole(self, size: int) -> bool:
+        """Whether ``size`` bytes go in one signed PUT, whose signature gives their hash."""
+        return self.signs_payload and size < self.transfer_config.multipart_threshold
 
     def _check_headers(self, name, key, params, payload) -> None:
         try:
@@ -231,9 +259,15 @@ class GuardedS3Storage(S3Storage):
                                  policy, guard=self.breaker, listener=trace, timeouts=timeouts)
 
     def _put_once(self, key: str, payload: Payload, params: dict, timeout: float):
-        """One ``put_object`` on the client whose read timeout is ``timeout`` seconds."""
-        return self.clients.client(timeout).put_object(Bucket=self.bucket_name, Key=key,
-                                                       Body=payload.body(), **params)
+        """One ``put_object`` on the client whose read timeout is ``timeout`` seconds; the
+        SHA-256 its signature carries becomes the payload's (no second pass over the bytes)."""
+        client = signed_hash.watch(self.clients.client(timeout))
+        signed_hash.expect()
+        try:
+            return client.put_object(Bucket=self.bucket_name, Key=key, Body=payload.body(),
+                                     **params)
+        finally:
+            payload.adopt_sha256(signed_hash.take())
 
     def _finish_failure(self, name: str, record, outcome: Outcome) -> str:
         self._schedule_retry(record)

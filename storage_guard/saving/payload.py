@@ -1,9 +1,16 @@
 """The bytes of one save, hashed once and readable from the start as often as retries need.
 
-A large in-memory payload is hashed on a helper thread while its PUT is on the wire (hashlib
-releases the GIL for large buffers, so the hash runs on another core): the SHA-256 of 1 MB
-costs about as much CPU as the rest of the save, and the record needs it only afterwards.
-Reading ``Payload.sha256`` waits for that hash; small payloads are hashed at once.
+The record needs the payload's SHA-256 only after the PUT, so it is computed as late and as
+cheaply as possible:
+
+* when the PUT's signature carries the body's SHA-256 (``saving.signed_hash``: ``http://``
+  endpoints), that value is adopted and the bytes are not hashed again;
+* otherwise a large in-memory payload is hashed on a helper thread while its PUT is on the wire
+  (hashlib releases the GIL for large buffers, so the hash runs on another core): the SHA-256 of
+  1 MB costs about as much CPU as the rest of the save;
+* a small one is hashed when ``Payload.sha256`` is first read (after the PUT, or for a stash).
+
+Reading ``Payload.sha256`` waits for the helper's hash if one is running.
 """
 
 from __future__ import annotations
@@ -86,25 +93,39 @@ class Payload:
         if self._digest is not None:
             self._sha256 = self._digest.result()
             self._digest = None
+        elif not self._sha256:
+            self._sha256 = _sha256_hex(self.data)
         return self._sha256
+
+    def adopt_sha256(self, signed: str | None) -> None:
+        """Take the SHA-256 a request was signed with (``signed_hash.take()``) as this content's,
+        unless it is already known or being computed (then ``signed`` is ignored)."""
+        if signed and not self._sha256 and self._digest is None and self.data is not None:
+            self._sha256 = signed
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Payload:
         return cls(data=data, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
     @classmethod
-    def from_content(cls, content, *, memory_limit: int) -> Payload:
-        """Read ``content`` (a Django File, a file object, or a ``str`` stream) once."""
+    def from_content(cls, content, *, memory_limit: int, signed=None) -> Payload:
+        """Read ``content`` (a Django File, a file object, or a ``str`` stream) once.
+
+        ``signed(size)`` says whether the request that sends ``size`` bytes will be signed with
+        their SHA-256 (``signed_hash.signs_payload``): then nothing is hashed ahead, the PUT's
+        hash is adopted (``adopt_sha256``), and the bytes are hashed only if it never comes.
+        """
         source = ReadBytesWrapper(content)
         if is_seekable(content):
             content.seek(0, os.SEEK_SET)
         head = source.read(memory_limit + 1)
-        if len(head) <= memory_limit:
-            digest = hash_ahead(head) if len(head) >= HASH_AHEAD_BYTES else None
+        if len(head) > memory_limit:
+            return cls._spool(head, source)
+        if len(head) >= HASH_AHEAD_BYTES and not (signed and signed(len(head))):
+            digest = hash_ahead(head)
             if digest is not None:
                 return cls(data=head, size=len(head), digest=digest)
-            return cls.from_bytes(head)
-        return cls._spool(head, source)
+        return cls(data=head, size=len(head))  # hashed when first needed (or adopted)
 
     @classmethod
     def _spool(cls, head: bytes, source) -> Payload:

@@ -23,6 +23,7 @@ import re
 import unicodedata
 
 __all__ = [
+    "ESCAPED",
     "EscapingFilter",
     "describe_char",
     "escape_controls",
@@ -189,10 +190,17 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
     "message", "asctime"}
 
 
+# An extra field that marks a line whose message, arguments and fields were all escaped by the
+# code that logs it (telemetry's success line): the filter removes it and leaves the line alone.
+ESCAPED = "_storage_guard_escaped"
+
+
 class EscapingFilter(logging.Filter):
     """Escapes control characters in a record's message, its arguments and its extra fields."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.pop(ESCAPED, False):
+            return True
         if isinstance(record.msg, str):
             record.msg = escape_controls(record.msg)
         if isinstance(record.args, tuple):

@@ -30,6 +30,7 @@ from storage_guard.saving.classification import (
 )
 from storage_guard.saving.retry_loop import AttemptInfo, Outcome, RetryListener
 from storage_guard.saving.safetext import (  # noqa: F401 - MESSAGE_CHARS and redact are re-exported
+    ESCAPED,
     MESSAGE_CHARS,
     escape_controls,
     preview_key,
@@ -47,7 +48,7 @@ def _response_ids(value) -> tuple[str, str]:
     """Request and host id of a successful boto3 call (``put_object`` returns them)."""
     if isinstance(value, dict):
         meta = value.get("ResponseMetadata") or {}
-        return meta.get("RequestId", ""), meta.get("HostId", "")
+        return str(meta.get("RequestId") or ""), str(meta.get("HostId") or "")
     return "", ""
 
 
@@ -92,8 +93,19 @@ class SaveTrace(RetryListener):
                 "key": self.short_key, "key_bytes": self.key_bytes, "size": self.size,
                 "record_id": self.record_id, "trace_id": self.trace_id, **extra}
 
-    def _log(self, level: int, msg: str, *args, **extra) -> None:
-        logger.log(level, msg, *args, extra=self.fields(**extra))
+    def _log(self, level: int, msg: str, *args, escaped: bool = False, **extra) -> None:
+        """``logger.log`` without its stack walk (every line's caller is this method).
+
+        ``escaped=True``: the caller escaped every text value itself, so the logger's escaping
+        filter can leave the line alone (``safetext.ESCAPED``).
+        """
+        if not logger.isEnabledFor(level):
+            return
+        fields = self.fields(**extra)
+        if escaped:
+            fields[ESCAPED] = True
+        logger.handle(logger.makeRecord(logger.name, level, _CALLER.co_filename,
+                                        _CALLER.co_firstlineno, msg, args, None, "_log", fields))
 
     # ------------------------------------------------------------------ RetryListener
     def attempt_started(self, number: int) -> None:
@@ -136,25 +148,27 @@ class SaveTrace(RetryListener):
             self.read_failed(outcome)
 
     def succeeded(self, outcome: Outcome) -> None:
+        count = outcome.attempt_count
         self._announce("succeeded", "", outcome)
-        retried = outcome.attempt_count > 1
+        retried = count > 1
         if retried:
             sentry.breadcrumb(
-                f"{self._event('success')} {self.operation} after "
-                f"{outcome.attempt_count} attempts",
-                {**self._sentry_data(None), "attempts": outcome.attempt_count,
+                f"{self._event('success')} {self.operation} after {count} attempts",
+                {**self._sentry_data(None), "attempts": count,
                  "codes": [a.code for a in outcome.attempts]})
         level = logging.INFO if self.is_write else logging.DEBUG
         if not logger.isEnabledFor(level):
             return
         event = self._event("success")
         request_id, host_id = _response_ids(outcome.value)
+        # Every text value below is escaped here or is ours (constants, hex, the escaped key).
         self._log(level, "%s %s %s in %.1f ms after %s attempt(s)", event, self.operation,
-                  self.short_key, outcome.duration_ms, outcome.attempt_count, event=event,
-                  attempt=outcome.attempt_count, attempts=outcome.attempt_count,
-                  error_code=outcome.attempts[0].code if retried else "",
-                  duration_ms=round(outcome.duration_ms, 2), request_id=request_id,
-                  host_id=host_id, sha256=self.sha256 if self.is_write else "")
+                  self.short_key, outcome.duration_ms, count, escaped=True, event=event,
+                  storage=escape_controls(self.storage_alias), attempt=count, attempts=count,
+                  error_code=escape_controls(outcome.attempts[0].code) if retried else "",
+                  duration_ms=round(outcome.duration_ms, 2),
+                  request_id=escape_controls(request_id), host_id=escape_controls(host_id),
+                  sha256=self.sha256 if self.is_write else "")
 
     def stashed(self, outcome: Outcome, status: str) -> None:
         """A save gave up: its bytes are in the stash and ``record_id`` is its row."""
@@ -279,3 +293,6 @@ class SaveTrace(RetryListener):
             data.update(error_code=result.code, transient=result.transient,
                         request_id=result.request_id)
         return data
+
+
+_CALLER = SaveTrace._log.__code__  # the caller every trace line names (file, line, function)

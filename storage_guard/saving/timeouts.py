@@ -14,6 +14,7 @@ the same kind of payload keeps reusing the same client and its open connections.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -41,6 +42,7 @@ class TimeoutRule:
         return size / self.rate if size else 0.0
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of its arguments, asked on every PUT
 def timeout_class(seconds: float, *, up: bool = True) -> float:
     """``seconds`` rounded to the ladder ``2**k`` and ``1.5 * 2**k`` (up, or down when capped).
 

@@ -229,7 +229,12 @@ class GuardedS3Storage(S3Storage):
 
     def _signed_whole(self, size: int) -> bool:
         """Whether ``size`` bytes go in one signed PUT, whose signature gives their hash."""
-        return self.signs_payload and size < self.transfer_config.multipart_threshold
+        return self.signs_payload and size < self.multipart_threshold
+
+    @cached_property
+    def multipart_threshold(self) -> int:
+        """Payloads of this many bytes or more are sent in parts (``transfer_config``)."""
+        return self.transfer_config.multipart_threshold
 
     def _check_headers(self, name, key, params, payload) -> None:
         try:
@@ -250,7 +255,7 @@ class GuardedS3Storage(S3Storage):
                          sha256=payload.sha256 if payload and hashed else "")
 
     def _run_put(self, key: str, payload: Payload, params: dict, trace: SaveTrace) -> Outcome:
-        if payload.size >= self.transfer_config.multipart_threshold:
+        if payload.size >= self.multipart_threshold:
             return MultipartUpload(self, key, payload, params, listener=trace).run()
         policy = self.policy_for(payload.size)
         timeouts = AttemptTimeouts(self.timeout_rule, payload.size,

@@ -215,3 +215,32 @@ def test_redact_and_cut_key_and_safe_response():
                           "AWSAccessKeyId": "AKIAEXAMPLE"}, "HTTPStatusCode": 403}
     assert safe_response(response) == {
         "Error": {"Code": "SignatureDoesNotMatch", "Message": "no"}, "HTTPStatusCode": 403}
+
+
+def test_the_success_line_escapes_what_s3_and_settings_send(guard_log):
+    """The success line skips the escaping filter (its values are escaped where they are made):
+    ids from S3's answer and the storage alias still reach the line escaped, the skip marker
+    never reaches a handler, and the logger's other filters still run. (SeaweedFS cannot send
+    a request id with a line feed, so the outcome is built here.)"""
+    from storage_guard.saving.retry_loop import AttemptInfo, Outcome
+
+    seen = []
+    guard = logging.getLogger(LOGGER_NAME)
+    user_filter = logging.Filter()
+    user_filter.filter = lambda record: seen.append(record) or True
+    guard.addFilter(user_filter)
+    try:
+        trace = SaveTrace(storage_alias="media\x1b[31m", operation="save",
+                          key="k\nforged: line", key_bytes=15, size=1, sha256="0" * 64)
+        trace.succeeded(Outcome(
+            value={"ResponseMetadata": {"RequestId": "req\nid", "HostId": "host\u202eid"}},
+            attempts=[AttemptInfo(1, "OK", 1.0)], duration_ms=1.0))
+    finally:
+        guard.removeFilter(user_filter)
+    (line,) = guard_log("save_success")
+    assert seen == [line]
+    assert (line.request_id, line.host_id) == ("req\\nid", "host\\u202eid")
+    assert line.storage == "media\\x1b[31m" and line.key == "k\\nforged: line"
+    assert "\n" not in line.getMessage()
+    assert not any(name.startswith("_storage_guard") for name in vars(line))
+    assert (line.funcName, line.pathname.endswith("telemetry.py")) == ("_log", True)

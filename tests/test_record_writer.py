@@ -152,6 +152,34 @@ def test_queued_records_are_written_in_batches(background_writer):
     assert names("batch/") == [f"batch/{n:02d}" for n in range(25)]
 
 
+def test_a_batch_stores_any_text_as_the_synchronous_insert_would(background_writer):
+    """The writer prepares each column once per batch (``_column_plan``): text from outside
+    (NUL, lone surrogates, bytes, over-long values) is stored exactly as ``insert_attempt``
+    stores it, and defaults and timestamps are filled in."""
+    writer = background_writer()
+    hostile = {**fields("plan/a\x00b\ud800.txt"), "content_type": b"\x89PNG secret bytes",
+               "bucket": "x" * 1000, "write_params": {"Metadata": {"k": "v\x00\ud800"}},
+               "error_message": b"secret bytes", "duration_ms": 3, "attempts": True}
+    plain = {key: value for key, value in fields("plan/plain.txt").items()
+             if key not in ("attempt_log", "duration_ms")}  # left to the model's defaults
+    writer.queue.put_nowait(hostile)
+    writer.queue.put_nowait(plain)
+    assert writer.flush() and writer.lost == 0
+    row = SaveAttempt.objects.get(name__startswith="plan/a")
+    reference = records.insert_attempt(**{**fields("ref/a\x00b\ud800.txt"), **{
+        k: hostile[k] for k in ("content_type", "bucket", "write_params")}})
+    for column in ("content_type", "bucket", "write_params"):
+        assert getattr(row, column) == getattr(reference, column), column
+    assert row.name == "plan/a\\x00b\\ud800.txt" and row.content_type == "<17 bytes>"
+    assert row.error_message == "<12 bytes>"  # a text column without a length too
+    assert len(row.bucket) == SaveAttempt._meta.get_field("bucket").max_length
+    assert (row.duration_ms, row.attempts) == (3.0, 1)
+    assert row.key_digest == records.key_digest(hostile["key"])
+    default = SaveAttempt.objects.get(name="plan/plain.txt")
+    assert (default.attempt_log, default.duration_ms) == ([], 0.0)
+    assert default.created_at is not None and default.created_at == default.updated_at
+
+
 @pytest.mark.postgres
 @on_postgres
 def test_without_psycopg3_a_batch_is_written_by_executemany(background_writer, monkeypatch):

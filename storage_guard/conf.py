@@ -32,6 +32,7 @@ DEFAULTS: dict[str, object] = {
     "BREAKER_WINDOW": 1.0,
     "BREAKER_INITIAL_COOLDOWN": 1.0,
     "BREAKER_CACHE_BACKOFF": 30.0,
+    "BREAKER_REFRESH": 0.1,
     # Keys and headers.
     "MAX_KEY_BYTES": 1024,
     "MAX_SEGMENT_BYTES": 255,

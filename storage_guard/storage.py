@@ -138,7 +138,8 @@ class GuardedS3Storage(S3Storage):
                               probe_timeout=self.connect_timeout + self.read_timeout,
                               window=self.breaker_window,
                               initial_cooldown=self.breaker_initial_cooldown,
-                              cache_backoff=conf.get("BREAKER_CACHE_BACKOFF"))
+                              cache_backoff=conf.get("BREAKER_CACHE_BACKOFF"),
+                              refresh=conf.get("BREAKER_REFRESH"))
 
     def _create_session(self):
         # one session per thread for the resource and the timeout classes' clients

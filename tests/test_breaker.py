@@ -3,7 +3,10 @@ doubling schedule, closes on the first good probe.
 
 Time in the breaker is Unix time read through ``breaker.clock``; the tests that check a schedule
 give it a ``ManualClock`` and move it by hand, so nothing here depends on how fast this machine
-is. The requests (and refusals) are real: SeaweedFS behind the fault proxy.
+is. The same goes for the age of the per-process memo of a clean read (``BREAKER_REFRESH``):
+``memo_clock`` replaces its monotonic clock. The requests (and refusals) are real: SeaweedFS
+behind the fault proxy; "another process" is a breaker on another cache alias pointing at the
+same Redis database, which shares the circuit's state but not this process's memo.
 """
 
 import time
@@ -17,7 +20,7 @@ from django.db import connection, connections
 
 from storage_guard.errors import CircuitOpen, SaveFailed
 from storage_guard.models import SaveAttempt, Status
-from storage_guard.saving.breaker import CircuitBreaker
+from storage_guard.saving.breaker import CircuitBreaker, cache_health, clean_memo
 from storage_guard.saving.classification import Classification
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +49,35 @@ class ManualClock:
 @pytest.fixture
 def clock():
     return ManualClock()
+
+
+@pytest.fixture
+def memo_clock(monkeypatch):
+    """The memo's monotonic clock, moved by hand (from 1000.0, so sums of 1/8 s are exact)."""
+    memo = ManualClock()
+    memo.now = 1000.0
+    monkeypatch.setattr(clean_memo, "clock", memo)
+    clean_memo.reset()
+    yield memo
+    clean_memo.reset()
+
+
+@pytest.fixture
+def cache_hooks():
+    """The counting cache's hooks, left empty whatever the test did with them."""
+    from tests.counting_cache import AFTER_NEXT_READ, BEFORE_NEXT_ADD
+
+    yield
+    AFTER_NEXT_READ.clear()
+    BEFORE_NEXT_ADD.clear()
+
+
+def use_counting_cache(settings, **storage_guard):
+    """The breaker's state in a cache that counts its calls (``tests.counting_cache.CALLS``)."""
+    settings.CACHES = {**settings.CACHES, "counting": {
+        "BACKEND": "tests.counting_cache.CountingLocMemCache", "LOCATION": "breaker-cost"}}
+    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "BREAKER_CACHE": "counting",
+                              **storage_guard}
 
 
 def fail_saves(storage, n, prefix="cb"):
@@ -191,24 +223,253 @@ def test_state_is_shared_through_redis(guarded_storage_factory, fault_proxy, set
         caches["shared"].close()
 
 
-def test_a_healthy_save_costs_one_cache_read(guarded_storage_factory, fault_proxy, settings):
+def test_healthy_saves_within_one_refresh_cost_one_cache_read(guarded_storage_factory,
+                                                             fault_proxy, settings, memo_clock):
+    """The default BREAKER_REFRESH (0.1 s): a clean read is trusted for that long by every
+    storage of this process on the endpoint and bucket; then the next save reads again."""
     from tests.counting_cache import CALLS
 
-    settings.CACHES = {**settings.CACHES, "counting": {
-        "BACKEND": "tests.counting_cache.CountingLocMemCache", "LOCATION": "breaker-cost"}}
-    settings.STORAGE_GUARD = {**settings.STORAGE_GUARD, "BREAKER_CACHE": "counting"}
+    use_counting_cache(settings)
     storage = guarded_storage_factory(max_attempts=2, breaker_threshold=5)
+    assert storage.breaker.refresh == 0.1  # the setting's default reaches the breaker
     CALLS.clear()
-    storage.save("cost/ok.bin", ContentFile(b"ok"))
+    for i in range(10):
+        storage.save(f"cost/ok-{i}.bin", ContentFile(b"ok"))
     assert CALLS == {"get_many": 1}
+    sibling = guarded_storage_factory(max_attempts=2, breaker_threshold=5)  # same bucket
+    assert sibling.breaker is not storage.breaker
+    sibling.save("cost/sibling.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 1}  # the memo is the process's, not the instance's
 
-    fault_proxy.script(["reset"])  # a retried save ends the run it started
+    memo_clock.advance(0.06)
+    storage.save("cost/still.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 1}
+    memo_clock.advance(0.06)  # 0.12 s after the read: the period is over
+    storage.save("cost/expired.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 2}
+    storage.save("cost/fresh-again.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 2}
+
+    # A retried save: its first try skipped the read, its failure drops the memo, so the retry
+    # reads, sees the run it started and ends it.
+    fault_proxy.script(["reset"])
+    CALLS.clear()
     storage.save("cost/retried.bin", ContentFile(b"ok"))
-    assert CALLS["delete_many"] == 1
+    assert (CALLS["get_many"], CALLS["delete_many"]) == (1, 1)
     assert storage.breaker.snapshot().failures == 0
     CALLS.clear()
-    storage.save("cost/ok-again.bin", ContentFile(b"ok"))
+    for i in range(5):  # the first reads (the failure dropped the memo), the others trust it
+        storage.save(f"cost/ok-again-{i}.bin", ContentFile(b"ok"))
     assert CALLS == {"get_many": 1}
+
+
+def test_with_refresh_0_every_save_reads_the_cache(guarded_storage_factory, settings):
+    """BREAKER_REFRESH = 0: one read before every attempt, as before the setting existed."""
+    from tests.counting_cache import CALLS
+
+    use_counting_cache(settings, BREAKER_REFRESH=0)
+    storage = guarded_storage_factory(max_attempts=2, breaker_threshold=5)
+    CALLS.clear()
+    for i in range(3):
+        storage.save(f"cost0/ok-{i}.bin", ContentFile(b"ok"))
+    assert CALLS == {"get_many": 3}
+
+
+@pytest.fixture
+def two_processes(settings):
+    """``build(refresh)``: (here, elsewhere), two breakers of one circuit in one Redis database,
+    on two cache aliases: "elsewhere" writes the shared state exactly as another process would,
+    and never touches the memo of "here" (the memo is keyed by alias and circuit)."""
+    settings.CACHES = {**settings.CACHES, **{alias: {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": django_settings.REDIS_URL} for alias in ("here", "elsewhere")}}
+    built = []
+
+    def build(refresh, name="test|memo", **options):
+        options = {"threshold": 5, "window": 1.0, "cooldown": 30, "initial_cooldown": 30,
+                   "refresh": refresh, **options}
+        here = CircuitBreaker(name, cache_alias="here", **options)
+        elsewhere = CircuitBreaker(name, cache_alias="elsewhere", **options)
+        here.reset()
+        built.append(here)
+        return here, elsewhere
+
+    yield build
+    for breaker in built:
+        breaker.reset()
+    caches["here"].close()
+    caches["elsewhere"].close()
+
+
+def healthy_attempt(breaker):
+    breaker.before_attempt()
+    breaker.after_success()
+
+
+@pytest.mark.parametrize("refresh", [0.25, 0])
+def test_an_opening_elsewhere_is_honoured_here_within_the_refresh(two_processes, memo_clock,
+                                                                  refresh):
+    here, elsewhere = two_processes(refresh)
+    healthy_attempt(here)  # found closed and clean
+    elsewhere.open(5)  # another process opens the circuit
+    assert elsewhere.state() == "open"
+    if refresh:  # this process's attempts trust their clean read for up to `refresh`
+        memo_clock.advance(0.125)
+        here.before_attempt()
+        memo_clock.advance(0.125)  # the read is `refresh` old
+    with pytest.raises(CircuitOpen, match="is open"):
+        here.before_attempt()
+
+
+def test_an_opening_elsewhere_is_honoured_at_once_when_something_read_it(two_processes,
+                                                                         memo_clock):
+    """A read that sees the open state (here: the admin banner's snapshot) drops the memo."""
+    here, elsewhere = two_processes(0.25)
+    healthy_attempt(here)
+    elsewhere.open(5)
+    assert here.snapshot().state == "open"
+    with pytest.raises(CircuitOpen):
+        here.before_attempt()
+
+
+def test_a_run_started_elsewhere_is_ended_here_within_the_refresh(two_processes, memo_clock):
+    here, elsewhere = two_processes(0.25)
+    healthy_attempt(here)
+    elsewhere.before_attempt()
+    elsewhere.after_failure(TRANSIENT)  # another process's request failed: a run begins
+    healthy_attempt(here)  # it skipped the read, so it cannot know of the run
+    assert elsewhere.snapshot().failures == 1
+    memo_clock.advance(0.25)
+    healthy_attempt(here)  # it reads, sees the run and ends it
+    assert elsewhere.snapshot().failures == 0
+
+
+def test_a_transient_failure_here_makes_the_next_attempt_read(settings, memo_clock):
+    from tests.counting_cache import CALLS
+
+    use_counting_cache(settings)
+    here = CircuitBreaker("test|local-failure", cache_alias="counting", threshold=5,
+                          cooldown=30, refresh=0.25)
+    sibling = CircuitBreaker("test|local-failure", cache_alias="counting", threshold=5,
+                             cooldown=30, refresh=0.25)  # another storage, same bucket
+    here.reset()
+    CALLS.clear()
+    healthy_attempt(here)
+    healthy_attempt(here)
+    assert CALLS == {"get_many": 1}
+    here.before_attempt()
+    here.after_failure(TRANSIENT)  # no time passes
+    sibling.before_attempt()  # reads, sees the run
+    assert CALLS["get_many"] == 2
+    sibling.after_success()  # ... and ends it
+    assert CALLS["delete_many"] == 1 and here.snapshot().failures == 0
+    CALLS.clear()
+    healthy_attempt(here)  # reads: the run was seen, so nothing clean is remembered yet
+    healthy_attempt(sibling)  # trusts the clean read just made
+    assert CALLS == {"get_many": 1}
+    here.reset()
+
+
+@pytest.mark.parametrize("meanwhile", ["failure here", "failure seen here",
+                                       "read while counting"])
+def test_a_clean_read_that_raced_with_a_change_is_not_trusted(settings, memo_clock, meanwhile,
+                                                              cache_hooks):
+    """A read that finds the circuit clean races with another thread of this process, which
+    counts a failure (while the read is on its way back, or begins while the failure is being
+    counted) or reads the run another process began: the stale clean read must not be
+    remembered, so the next attempt reads again and sees the run."""
+    from tests.counting_cache import AFTER_NEXT_READ, BEFORE_NEXT_ADD, CALLS
+
+    use_counting_cache(settings)
+    settings.CACHES = {**settings.CACHES, "counting-elsewhere": settings.CACHES["counting"]}
+    options = {"threshold": 5, "cooldown": 30, "refresh": 0.25}
+    here = CircuitBreaker("test|race", cache_alias="counting", **options)
+    sibling = CircuitBreaker("test|race", cache_alias="counting", **options)
+    elsewhere = CircuitBreaker("test|race", cache_alias="counting-elsewhere", **options)
+    here.reset()
+
+    def change():
+        if meanwhile == "failure here":
+            sibling.after_failure(TRANSIENT)
+        else:
+            elsewhere.after_failure(TRANSIENT)
+            with ThreadPoolExecutor(1) as other_thread:
+                other_thread.submit(sibling.before_attempt).result()  # reads the run
+
+    if meanwhile == "read while counting":
+        healthy_attempt(here)  # a clean read, trusted from now on ...
+        reads = []
+
+        def read_in_another_thread():  # ... until the failure dropped the memo, before this
+            before = CALLS["get_many"]
+            with ThreadPoolExecutor(1) as other_thread:
+                other_thread.submit(healthy_attempt, here).result()
+            reads.append(CALLS["get_many"] - before)
+
+        BEFORE_NEXT_ADD.append(read_in_another_thread)
+        sibling.after_failure(TRANSIENT)  # its count is written after that read
+        assert reads == [1]  # the attempt that began while the failure was counted read
+    else:
+        AFTER_NEXT_READ.append(change)
+        healthy_attempt(here)  # its read found the circuit clean; the run began meanwhile
+    CALLS.clear()
+    here.before_attempt()
+    assert CALLS == {"get_many": 1}  # not trusted: read again
+    here.after_success()  # ... saw the run and ended it
+    assert here.snapshot().failures == 0
+    here.reset()
+
+
+def test_open_and_reset_in_this_process_take_effect_at_once(two_processes, memo_clock):
+    here, elsewhere = two_processes(0.25)
+    sibling = CircuitBreaker(here.name, cache_alias="here", threshold=5, cooldown=30,
+                             initial_cooldown=30, refresh=0.25)  # another storage, same bucket
+    healthy_attempt(here)
+    sibling.open(5)  # an operator, in this process
+    with pytest.raises(CircuitOpen):
+        here.before_attempt()
+    here.reset()
+    healthy_attempt(here)  # closed at once
+    here.open()
+    with pytest.raises(CircuitOpen):
+        here.before_attempt()
+    elsewhere.reset()  # closed elsewhere: seen here by the next read (none trusted now)
+    healthy_attempt(here)
+
+
+def test_an_operator_probe_reads_the_cache_even_while_a_clean_read_is_trusted(two_processes,
+                                                                             memo_clock):
+    here, elsewhere = two_processes(0.25)
+    healthy_attempt(here)
+    elsewhere.open(5)
+    with here.operator_probe():
+        here.before_attempt()  # read: the circuit is open, so this attempt is the probe
+        here.after_success()  # ... and its success closes the circuit for every process
+    assert elsewhere.state() == "closed"
+
+
+def test_a_cache_error_drops_the_memo(settings, memo_clock):
+    from tests.counting_cache import BREAKABLE, CALLS
+
+    settings.CACHES = {**settings.CACHES, "breakable": {
+        "BACKEND": "tests.counting_cache.BreakableLocMemCache", "LOCATION": "breakable"}}
+    options = {"threshold": 5, "cooldown": 30, "refresh": 0.25, "cache_alias": "breakable",
+               "cache_backoff": 0.0}
+    here = CircuitBreaker("test|cache-error", **options)
+    here.reset()
+    cache_health.reset()
+    CALLS.clear()
+    healthy_attempt(here)
+    try:
+        BREAKABLE["down"] = True
+        assert here.state() == "unknown"  # e.g. the admin banner, during a cache outage
+    finally:
+        BREAKABLE["down"] = False
+        cache_health.reset()
+    healthy_attempt(here)  # the state was unknown: this attempt reads
+    assert CALLS == {"get_many": 2}  # the first read and this one (a failed call is not counted)
+    healthy_attempt(here)
+    assert CALLS == {"get_many": 2}
 
 
 def test_a_real_outage_opens_it_under_16_threads(guarded_storage_factory, fault_proxy):

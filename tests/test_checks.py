@@ -90,6 +90,14 @@ def option_messages(**storage_guard) -> list[tuple[str, str, str]]:
     ("BREAKER_COOLDOWN", -1, (Codes.OPTION_MINIMUM,
                               "STORAGE_GUARD['BREAKER_COOLDOWN'] is -1; it must be at least 0.",
                               "Raise it to 0 or more.")),
+    ("BREAKER_REFRESH", -0.1, (Codes.OPTION_MINIMUM,
+                               "STORAGE_GUARD['BREAKER_REFRESH'] is -0.1; it must be at least 0.",
+                               "Raise it to 0 or more.")),
+    ("BREAKER_REFRESH", "0.1", (Codes.OPTION_TYPE,
+                                "STORAGE_GUARD['BREAKER_REFRESH'] is '0.1'; it must be a number "
+                                "of seconds.",
+                                "Set it to a number in settings.STORAGE_GUARD or the storage's "
+                                "OPTIONS.")),
     ("CONNECT_TIMEOUT", 0, (Codes.OPTION_NOT_POSITIVE,
                             "STORAGE_GUARD['CONNECT_TIMEOUT'] is 0; it must be greater than 0.",
                             "Use a positive number of seconds.")),
@@ -139,7 +147,7 @@ def test_backoff_cap_below_backoff_base():
 
 def test_zero_backoff_and_a_disabled_breaker_are_allowed():
     assert option_messages(BACKOFF_BASE=0, BACKOFF_CAP=0, BREAKER_THRESHOLD=0,
-                           BREAKER_COOLDOWN=0) == []
+                           BREAKER_COOLDOWN=0, BREAKER_REFRESH=0) == []
 
 
 def test_an_unknown_storage_guard_key():

@@ -102,6 +102,48 @@ def test_breaker_cache_check_runs_only_with_deploy():
     assert Codes.BREAKER_CACHE_PER_PROCESS in ids  # the test settings use a local-memory cache
 
 
+W008 = ("STORAGE_GUARD['BREAKER_REFRESH'] ({refresh}s) is at least half of {where} ({window}s): "
+        "a run of failures started in another process may be ended by this process's "
+        "successes only that late, so a flaky but healthy endpoint's runs might survive the "
+        "window and open the circuit.")
+
+
+@pytest.mark.parametrize(("refresh", "window"), [(0.5, 1.0), (2.0, 1.0), (0.1, 0.2)])
+def test_a_breaker_refresh_of_half_the_window_or_more(refresh, window):
+    messages = [(m.id, m.msg, m.hint) for m in django_checks_of(
+        STORAGE_GUARD={"BREAKER_REFRESH": refresh, "BREAKER_WINDOW": window})]
+    assert messages == [(
+        Codes.BREAKER_REFRESH_OVER_WINDOW,
+        W008.format(refresh=refresh, where="STORAGE_GUARD['BREAKER_WINDOW']", window=window),
+        "Keep BREAKER_REFRESH well under breaker_window (the defaults are 0.1 s and 1 s), or set "
+        "it to 0 to read the breaker's cache before every attempt.")]
+
+
+def test_a_breaker_refresh_against_one_storages_window():
+    assert found(STORAGES=storages(breaker_window=0.15), STORAGE_GUARD={}) == [(
+        Codes.BREAKER_REFRESH_OVER_WINDOW,
+        W008.format(refresh=0.1, where="STORAGES['default']['OPTIONS']['breaker_window']",
+                    window=0.15))]
+
+
+@pytest.mark.parametrize("storage_guard", [
+    {},  # the defaults: 0.1 s against 1 s
+    {"BREAKER_REFRESH": 0.49},
+    {"BREAKER_REFRESH": 0, "BREAKER_WINDOW": 0.1},  # reads before every attempt
+    {"BREAKER_WINDOW": 0},  # opens on the count alone: no window to survive
+    {"BREAKER_REFRESH": 5.0, "BREAKER_THRESHOLD": 0},  # no breaker
+    {"BREAKER_REFRESH": "0.5"},  # E002's (check_options), not this check's
+])
+def test_the_breaker_refresh_check_is_quiet(storage_guard):
+    assert found(STORAGE_GUARD=storage_guard) == []
+    assert found(STORAGES=storages(breaker_window=2.0), STORAGE_GUARD=storage_guard) == []
+
+
+def django_checks_of(**overrides):
+    with override_settings(**overrides):
+        return checks.check_deployment()
+
+
 def test_task_retries_need_a_backend_that_can_defer():
     immediate = {"default": {"BACKEND": settings.IMMEDIATE_TASK_BACKEND}}
     with override_settings(TASKS=immediate, STORAGE_GUARD={"RETRY_WITH_TASKS": True}):

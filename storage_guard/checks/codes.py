@@ -34,6 +34,7 @@ class Codes:
     PRESET_UNKNOWN = "storage_guard.E014"
     DEADLINE_OVER_REQUEST_BUDGET = "storage_guard.W006"
     LAST_RESORT_DIR_UNUSABLE = "storage_guard.W007"
+    BREAKER_REFRESH_OVER_WINDOW = "storage_guard.W008"
 
 
 class Messages:
@@ -80,6 +81,11 @@ class Messages:
     LAST_RESORT_DIR_UNUSABLE = (
         "The last-resort spool cannot take entries: {reason}. A failed save whose record "
         "cannot be written (database down) would lose its bytes.")
+    BREAKER_REFRESH_OVER_WINDOW = (
+        "STORAGE_GUARD['BREAKER_REFRESH'] ({refresh!r}s) is at least half of {where} "
+        "({window!r}s): a run of failures started in another process may be ended by this "
+        "process's successes only that late, so a flaky but healthy endpoint's runs might "
+        "survive the window and open the circuit.")
     TASK_FRAMEWORK_MISSING = (
         "RETRY_WITH_TASKS is on but no task framework is installed (neither Django 6's "
         "django.tasks nor the django_tasks backport), so no retry would ever be enqueued.")
@@ -121,6 +127,9 @@ class Hints:
     LAST_RESORT_DIR_UNUSABLE = ("Set STORAGE_GUARD['LAST_RESORT_DIR'] to a directory this "
                                 "process owns and can write, on a volume that outlives the "
                                 "container (see docs/failure.md).")
+    BREAKER_REFRESH_OVER_WINDOW = ("Keep BREAKER_REFRESH well under breaker_window (the "
+                                   "defaults are 0.1 s and 1 s), or set it to 0 to read the "
+                                   "breaker's cache before every attempt.")
     TASK_FRAMEWORK_MISSING = ("On Django 5.2 install the backport (pip install "
                               "\"django-storage-guard[tasks]\") and add \"django_tasks\" to "
                               "INSTALLED_APPS; or upgrade to Django 6; or turn RETRY_WITH_TASKS "

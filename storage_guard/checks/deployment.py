@@ -1,8 +1,9 @@
-"""Checks of the deployment: settings that work but defeat a promise (W002-W007, E012, E013).
+"""Checks of the deployment: settings that work but defeat a promise (W002-W008, E012, E013).
 
 The retry deadline against the read timeout and a request's time budget, the record database
-(SQLite with ATOMIC_REQUESTS), the stash's storage, the breaker's cache (``--deploy``), the task
-framework and backend that retries run on, and the last-resort spool directory.
+(SQLite with ATOMIC_REQUESTS), the stash's storage, the breaker's cache (``--deploy``) and how
+long a process trusts a clean read of it against the breaker's window, the task framework and
+backend that retries run on, and the last-resort spool directory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from storage_guard.options import is_number
 
 
 def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """Settings that work but defeat a promise: deadline, rollback survival, stash location."""
+    """Settings that work but defeat a promise: deadline, rollback survival, stash location,
+    breaker refresh."""
     try:
         defaults = conf.storage_defaults()
         database_alias = conf.get("DATABASE_ALIAS")
@@ -28,9 +30,13 @@ def check_deployment(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         return []  # reported by check_options
     found = _sqlite_atomic_requests(database_alias) + _task_backend() + _last_resort_dir()
     found += _deadline_warnings(defaults, alias=None)
+    refresh = conf.get("BREAKER_REFRESH")
+    found += _refresh_warnings(refresh, defaults, alias=None)
     for alias, options in guarded_storage_options():
         if {"retry_deadline", "read_timeout", "preset"} & set(options):
             found += _deadline_warnings(conf.storage_options(options), alias=alias)
+        if "breaker_window" in options:
+            found += _refresh_warnings(refresh, conf.storage_options(options), alias=alias)
         found += _stash_problems(alias, {**defaults, **options})
     return found
 
@@ -59,6 +65,20 @@ def _deadline_warnings(values: dict, *, alias: str | None) -> list[checks.CheckM
                      deadline=deadline, preset=values["preset"], connect=connect,
                      database=database, total=total, worker=WORKER_TIMEOUT,
                      suggested=round(WORKER_TIMEOUT - REQUEST_MARGIN - connect - database, 3))]
+
+
+def _refresh_warnings(refresh, values: dict, *, alias: str | None) -> list[checks.CheckMessage]:
+    """W008: a clean read trusted for half the breaker's window or more (``saving/breaker.py``:
+    a run started elsewhere is ended by this process's success only ``refresh`` later)."""
+    window, threshold = values.get("breaker_window"), values.get("breaker_threshold")
+    if not (is_number(refresh) and is_number(window)) or refresh <= 0 or window <= 0 \
+            or threshold == 0:
+        return []  # a wrong type is E002's; refresh 0 reads every time; window 0 opens on the
+        # count alone (no window to survive); threshold 0 turns the breaker off
+    if refresh < window / 2:
+        return []
+    return [warning("BREAKER_REFRESH_OVER_WINDOW", refresh=refresh,
+                    where=where("breaker_window", alias), window=window)]
 
 
 def record_database_budget() -> float:

@@ -1,5 +1,6 @@
 """Checks of the options: ``settings.STORAGE_GUARD`` and each guarded storage's OPTIONS
-(E002-E011, E014), and the success-record settings (E002, E003, E006).
+(E002-E011, E014; project-wide only ``BREAKER_REFRESH``: E002, E003), and the success-record
+settings (E002, E003, E006).
 
 The rules themselves are in ``storage_guard/options.py``; this module reports what they find,
 each problem as the Error of its id, naming the option where it is set.
@@ -20,6 +21,9 @@ from storage_guard.storage import is_guarded
 # The settings of the success records (project-wide only), in the order they are reported.
 RECORD_SETTINGS = ("RECORD_SUCCESSES", "RECORD_WRITER", "RECORD_QUEUE_SIZE",
                    "RECORD_BATCH_SIZE", "RECORD_SAMPLE_RATE")
+# Other project-wide-only settings held to a rule of storage_guard/options.py, checked with the
+# project-wide values of the storage options.
+PROJECT_SETTINGS = ("BREAKER_REFRESH",)
 
 
 def check_options(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
@@ -29,9 +33,10 @@ def check_options(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         return found
     try:
         defaults = conf.storage_defaults()
+        project = {name.lower(): conf.get(name) for name in PROJECT_SETTINGS}
     except ImproperlyConfigured as exc:
         return [error("SETTINGS_INVALID", error=exc)]
-    found = option_errors(defaults, overridden=None, alias=None)
+    found = option_errors({**defaults, **project}, overridden=None, alias=None)
     for alias, options in guarded_storage_options():
         merged = conf.storage_options(options)
         found += option_errors(merged, overridden=set(options), alias=alias)

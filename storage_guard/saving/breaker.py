@@ -22,13 +22,26 @@ After a cache error this process stops asking that cache for ``cache_backoff`` s
 warning per period), so a cache that is down or silent costs one timeout per period, not one per
 request. Set socket timeouts on the cache (``docs/failure.md``).
 
-Cost: a healthy success reads the cache once (``get_many``) and writes nothing.
+Cost: a healthy success writes nothing, and reads the cache (one ``get_many``) only when this
+process has not found the circuit closed and clean (no open state, no failures) in the last
+``refresh`` seconds (``BREAKER_REFRESH``, 0.1 s): every breaker of this process on the same cache
+and circuit shares that memo (``clean_memo``), so N healthy saves within one period cost one read.
+What this process does that changes or reveals a non-clean state (a transient failure, opening,
+a failed probe, closing, ``open()``, ``reset()``, a read that sees failures or an open state, an
+error of the cache) forgets the memo at once, so its own next attempt reads the cache. What other
+processes do is seen later, by at most ``refresh``: a circuit another process opened is honoured
+here at most ``refresh`` after it opened, and a run of failures that started elsewhere is ended
+by a success here at most ``refresh`` after it began (a success that skipped the read cannot see
+the run, like one already in flight when it began). Keep ``refresh`` well under ``window``
+(check ``storage_guard.W008`` warns at half of it), or a flaky but healthy endpoint's runs could
+survive the window. ``refresh = 0`` reads the cache before every attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -120,10 +133,72 @@ class CacheHealth:
 cache_health = CacheHealth()
 
 
+class CleanMemo:
+    """Per process and circuit (cache alias, key prefix): when a read last found it closed and
+    clean, so that attempts in the next ``refresh`` seconds need not read the cache again.
+
+    ``forget(key)`` drops the memo at once and counts a change; ``remember`` keeps a read's
+    result only if no change was counted since before that read began, so a read that raced with
+    this process's own failure, opening or reset is never remembered as clean. Times are
+    ``time.monotonic()`` (``clock``), taken when the read began, so a memo's age is never
+    understated.
+
+    A forked child inherits the memo as it is: nothing to do, since monotonic times are the
+    machine's and stay valid in the child (the memo is at most ``refresh`` old there too). Only
+    the lock is made new in the child, in case a thread of the parent held it at the fork.
+    """
+
+    def __init__(self):
+        self.clock = time.monotonic  # a test may move it by hand
+        self._lock = threading.Lock()
+        self._clean_at: dict[tuple[str, str], float] = {}
+        self._changes: dict[tuple[str, str], int] = {}
+
+    def fresh(self, key: tuple[str, str], refresh: float) -> bool:
+        """Did a read find this circuit clean less than ``refresh`` seconds ago? (No lock: one
+        dictionary lookup on every healthy attempt.)"""
+        at = self._clean_at.get(key)
+        return at is not None and self.clock() - at < refresh
+
+    def changes(self, key: tuple[str, str]) -> int:
+        return self._changes.get(key, 0)
+
+    def remember(self, key: tuple[str, str], read_at: float, changes: int) -> None:
+        """A read begun at ``read_at`` (monotonic), when ``changes(key)`` was ``changes``, found
+        the circuit clean."""
+        with self._lock:
+            if self._changes.get(key, 0) == changes:
+                self._clean_at[key] = read_at
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._changes[key] = self._changes.get(key, 0) + 1
+            self._clean_at.pop(key, None)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clean_at.clear()
+            self._changes.clear()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+
+clean_memo = CleanMemo()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=clean_memo._after_fork_in_child)
+
+
+def forget_on_settings_change(*, setting: str, **kwargs) -> None:
+    """Receiver for ``setting_changed`` (tests): a cache alias may now name another cache."""
+    if setting in ("CACHES", "STORAGE_GUARD"):
+        clean_memo.reset()
+
+
 class CircuitBreaker:
     def __init__(self, name: str, *, threshold: int, cooldown: float, cache_alias: str = "default",
                  probe_timeout: float = 30.0, window: float = 1.0, initial_cooldown: float = 1.0,
-                 cache_backoff: float = 30.0, clock=time.time):
+                 cache_backoff: float = 30.0, refresh: float = 0.1, clock=time.time):
         self.name = name
         digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
         prefix = f"storage_guard:cb:{digest}"
@@ -131,6 +206,8 @@ class CircuitBreaker:
         self.since_key = f"{prefix}:since"
         self.opened_key = f"{prefix}:opened"
         self.probe_key = f"{prefix}:probe"
+        # Shared by every breaker of this process on this cache and circuit (CleanMemo).
+        self.memo_key = (cache_alias, prefix)
         self.threshold = threshold
         self.cooldown = cooldown
         self.initial_cooldown = min(initial_cooldown, cooldown)
@@ -138,6 +215,10 @@ class CircuitBreaker:
         self.cache_alias = cache_alias
         self.cache_backoff = cache_backoff
         self.probe_timeout = probe_timeout
+        # Seconds a clean read is trusted by this process; 0 (or a value the system checks
+        # report, E002/E003) reads before every attempt.
+        self.refresh = refresh if isinstance(refresh, int | float) and \
+            not isinstance(refresh, bool) and refresh > 0 else 0.0
         self.clock = clock  # Unix time: the state is shared between processes
         self._local = threading.local()  # per thread: what before_attempt saw
 
@@ -167,6 +248,8 @@ class CircuitBreaker:
         if values is UNAVAILABLE:
             return BreakerSnapshot(self.name, UNKNOWN, cooldown=self.initial_cooldown)
         opened = values.get(self.opened_key)
+        if opened is not None or values.get(self.failures_key):
+            clean_memo.forget(self.memo_key)  # this process's attempts read again at once
         if opened is None:
             return BreakerSnapshot(self.name, CLOSED, failures=values.get(self.failures_key) or 0,
                                    cooldown=self.initial_cooldown)
@@ -194,11 +277,18 @@ class CircuitBreaker:
         forced, local.force_probe = getattr(local, "force_probe", False), False
         if not self.enabled:
             return
+        if not forced and clean_memo.fresh(self.memo_key, self.refresh):
+            return  # found closed and clean less than `refresh` ago (module docstring)
+        changes, read_at = clean_memo.changes(self.memo_key), clean_memo.clock()
         values = self._cache_call(lambda c: c.get_many([self.failures_key, self.opened_key]))
         if values is UNAVAILABLE:
             return
         opened = values.get(self.opened_key)
         local.dirty = bool(values.get(self.failures_key)) or opened is not None
+        if local.dirty:
+            clean_memo.forget(self.memo_key)
+        elif self.refresh > 0:
+            clean_memo.remember(self.memo_key, read_at, changes)
         if opened is None:
             return
         remaining = opened["probe_at"] - self.clock()
@@ -237,7 +327,11 @@ class CircuitBreaker:
         if not result.transient:
             return
         local.dirty = True
+        # Forgotten before counting (this process's next attempts read the run) and after (a read
+        # that began before the count was written must not be remembered as clean).
+        clean_memo.forget(self.memo_key)
         failures, since = self._count_failure()
+        clean_memo.forget(self.memo_key)
         if failures >= self.threshold and since is not None and \
                 self.clock() - since >= self.window:
             self._open(failures, since)
@@ -246,10 +340,10 @@ class CircuitBreaker:
     def open(self, failures: int | None = None, cooldown: float | None = None) -> None:
         """Open the circuit now, for ``cooldown`` (default: the initial cooldown)."""
         state = self._open_state(failures or 0, cooldown=cooldown)
-        self._cache_call(lambda c: c.set(self.opened_key, state, timeout=self.state_ttl))
+        self._changing(lambda c: c.set(self.opened_key, state, timeout=self.state_ttl))
 
     def reset(self) -> None:
-        self._cache_call(lambda c: c.delete_many(
+        self._changing(lambda c: c.delete_many(
             [self.failures_key, self.since_key, self.opened_key, self.probe_key]))
 
     def _open_state(self, failures: int, *, opened_at: float | None = None,
@@ -268,7 +362,7 @@ class CircuitBreaker:
 
     def _open(self, failures: int, since: float) -> None:
         state = self._open_state(failures, since=since)
-        added = self._cache_call(lambda c: c.add(self.opened_key, state, timeout=self.state_ttl))
+        added = self._changing(lambda c: c.add(self.opened_key, state, timeout=self.state_ttl))
         if added is True:  # the first to see the outage says so; the others find it open
             logger.warning("circuit %s opened after %s consecutive transient failures; next "
                            "probe in %.1fs", self.name, failures,
@@ -278,6 +372,7 @@ class CircuitBreaker:
 
     def _reopen(self) -> None:
         """A probe failed: open again for twice the previous cooldown (capped)."""
+        clean_memo.forget(self.memo_key)
         previous = self._cache_call(lambda c: c.get(self.opened_key))
         if previous is UNAVAILABLE:
             return
@@ -292,14 +387,14 @@ class CircuitBreaker:
             cache.set(self.opened_key, state, timeout=self.state_ttl)
             cache.delete(self.probe_key)
 
-        self._cache_call(write)
+        self._changing(write)
         logger.warning("circuit %s probe failed; next probe in %.1fs", self.name,
                        state["probe_at"] - self.clock(),
                        extra={"event": "circuit_probe_failed", "breaker": self.name,
                               "failures": state["failures"], "cooldown": cooldown})
 
     def _close(self) -> None:
-        done = self._cache_call(lambda c: c.delete_many(
+        done = self._changing(lambda c: c.delete_many(
             [self.failures_key, self.since_key, self.opened_key, self.probe_key]))
         if done is not UNAVAILABLE:
             logger.info("circuit %s closed", self.name,
@@ -324,6 +419,16 @@ class CircuitBreaker:
         counted = self._cache_call(count)
         return (0, None) if counted is UNAVAILABLE else counted
 
+    def _changing(self, fn):
+        """A write that changes the circuit's state: the memo is forgotten before it (this
+        process's next attempts read the cache) and after it (a read begun before the write
+        must not be remembered as clean)."""
+        clean_memo.forget(self.memo_key)
+        try:
+            return self._cache_call(fn)
+        finally:
+            clean_memo.forget(self.memo_key)
+
     # ----------------------------------------------------------------- failing open
     def _cache_call(self, fn):
         """``fn(cache)``, or ``UNAVAILABLE`` when the cache fails or is being left alone."""
@@ -332,6 +437,7 @@ class CircuitBreaker:
         try:
             value = fn(self.cache)
         except Exception as exc:  # noqa: BLE001 - the breaker must never fail a request
+            clean_memo.forget(self.memo_key)  # the state is unknown now: read it when back
             cache_health.failed(self.cache_alias, self.cache_backoff, exc, self.name)
             return UNAVAILABLE
         cache_health.succeeded(self.cache_alias)

@@ -10,6 +10,9 @@
    2 s after a warm-up, S3 is down (connection resets) for 5 s. Reported: seconds from the end
    of the outage to the first successful save, and refused saves after the end. Target: saves
    succeed again within 2 s.
+3. **A healthy attempt's breaker cost with Redis** (no gate): ``before_attempt`` and
+   ``after_success`` with ``BREAKER_REFRESH`` 0 (a cache read per attempt) and at its default
+   (a read per period), interleaved. Reported: microseconds per attempt for each.
 
     .venv/bin/python benchmarks/breaker_benchmark.py [--reps 3] [--period 5] [--db sqlite|postgres]
 
@@ -58,6 +61,8 @@ def configure_django(db: str, workdir: Path, redis_url: str, gate_port: int,
         USE_TZ=True,
         CACHES={
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                      "LOCATION": redis_url},
             "gated": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                       "LOCATION": f"redis://127.0.0.1:{gate_port}/{db_number}",
                       "OPTIONS": {"socket_connect_timeout": SOCKET_TIMEOUT,
@@ -175,6 +180,27 @@ def recovery_run(storage, proxy, *, threads: int = 16, before: float = 2.0,
     }
 
 
+def healthy_attempt_cost(reps: int, attempts: int = 2000) -> dict[str, float]:
+    """Microseconds per healthy attempt on the Redis cache, refresh 0 against the default."""
+    from storage_guard import conf
+    from storage_guard.saving.breaker import CircuitBreaker
+
+    timings: dict[str, list[float]] = {"refresh 0": [], "default refresh": []}
+    for _rep in range(reps):
+        for label, refresh in (("refresh 0", 0.0),
+                               ("default refresh", conf.DEFAULTS["BREAKER_REFRESH"])):
+            breaker = CircuitBreaker(f"bench|{uuid.uuid4().hex}", threshold=5, cooldown=30,
+                                     cache_alias="redis", refresh=refresh)
+            breaker.before_attempt()
+            breaker.after_success()
+            started = time.perf_counter()
+            for _ in range(attempts):
+                breaker.before_attempt()
+                breaker.after_success()
+            timings[label].append((time.perf_counter() - started) / attempts * 1e6)
+    return {label: statistics.median(values) for label, values in timings.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -230,6 +256,9 @@ def main() -> int:
                       f"success {delay if delay is None else round(delay, 2)} s after the "
                       f"outage ended; {r['refused_after_end']} refused after the end; "
                       f"target <= 2 s: {'met' if ok else 'MISSED'}")
+        costs = healthy_attempt_cost(args.reps)
+        print("3. a healthy attempt's breaker cost, Redis cache: " + ", ".join(
+            f"{label} {micros:.1f} us" for label, micros in costs.items()))
     gate.stop()
     return 1 if failed else 0
 

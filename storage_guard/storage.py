@@ -7,7 +7,6 @@ arrive, stash them so that nothing is lost.
 
 from __future__ import annotations
 
-import threading
 import time
 from contextvars import ContextVar
 from functools import cached_property
@@ -42,9 +41,6 @@ from storage_guard.saving.timeouts import AttemptTimeouts, ClientSet, TimeoutRul
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
-# (storage, name): the name get_available_name fitted last in this thread, which Django's save()
-# hands to _save unchanged (so it is not fitted twice).
-_fitted = threading.local()
 
 
 class GuardedS3File(S3File):
@@ -162,10 +158,7 @@ class GuardedS3Storage(S3Storage):
         # existence was checked is the one that will be saved.
         fitted = self._fit(name, max_length)
         available = super().get_available_name(fitted, max_length)
-        if available != fitted:
-            fitted = self._fit(available, max_length)
-        _fitted.last = (self, fitted)
-        return fitted
+        return fitted if available == fitted else self._fit(available, max_length)
 
     def generate_filename(self, filename):
         return self._fit(super().generate_filename(filename))
@@ -194,9 +187,7 @@ class GuardedS3Storage(S3Storage):
             _last_record.reset(token)
 
     def _save(self, name, content):
-        last = getattr(_fitted, "last", None)
-        if last is None or last[0] is not self or last[1] != name:
-            name = self._fit(name)  # not the name get_available_name just fitted
+        name = self._fit(name)
         key = self._normalize_name(name)
         params = self._get_write_parameters(key, content)
         payload = self._read_payload(content, params)

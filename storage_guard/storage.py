@@ -258,7 +258,7 @@ class GuardedS3Storage(S3Storage):
     def _put_once(self, key: str, payload: Payload, params: dict, timeout: float):
         """One ``put_object`` on the client whose read timeout is ``timeout`` seconds; the
         SHA-256 its signature carries becomes the payload's (no second pass over the bytes)."""
-        client = signed_hash.watch(self.clients.client(timeout))
+        client = self.clients.client(timeout)
         signed_hash.expect()
         try:
             return client.put_object(Bucket=self.bucket_name, Key=key, Body=payload.body(),

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import re
 import threading
-import weakref
 
 HEADER = "X-Amz-Content-SHA256"
 EVENT = "before-send.s3.PutObject"
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _seen = threading.local()  # the hash of this thread's latest signed PutObject
-_hooked: weakref.WeakSet = weakref.WeakSet()  # clients whose PutObject is watched
-_hook_lock = threading.Lock()
 
 
 def signs_payload(storage) -> bool:
@@ -37,21 +34,18 @@ def signs_payload(storage) -> bool:
     return url.startswith("http://") if url else not storage.use_ssl
 
 
-def watch(client):
-    """``client``, with its signed ``PutObject`` requests' body hash noted (once per client)."""
-    if client not in _hooked:
-        with _hook_lock:
-            if client not in _hooked:
-                client.meta.events.register(EVENT, _note, unique_id="storage_guard.signed_hash")
-                _hooked.add(client)
-    return client
+def watch(session) -> None:
+    """Note the body hash of every signed ``PutObject`` sent by clients of this boto3 session
+    (register before the session makes its clients: each copies the session's handlers)."""
+    session.events.register(EVENT, _note, unique_id="storage_guard.signed_hash")
 
 
 def _note(request, **kwargs) -> None:
+    """botocore calls this inside the PUT: it must never raise, whatever the header holds."""
     value = request.headers.get(HEADER)
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
-    _seen.value = value if value and _HEX_SHA256.fullmatch(value) else None
+    _seen.value = value if type(value) is str and _HEX_SHA256.fullmatch(value) else None
 
 
 def expect() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import storage_guard
+from storage_guard.checks.codes import Codes
 from storage_guard.conf import DEFAULTS
 from storage_guard.saving.classification import _NETWORK_TABLE, S3_CODES
 
@@ -23,6 +24,13 @@ def test_every_error_code_is_in_the_error_table(code):
 @pytest.mark.parametrize("key", sorted(DEFAULTS))
 def test_every_setting_is_documented(key):
     assert f"`{key}`" in read("configuration.md")
+
+
+@pytest.mark.parametrize("check_id", sorted(
+    value for name, value in vars(Codes).items() if not name.startswith("_")))
+def test_every_system_check_is_documented(check_id):
+    assert check_id.startswith("storage_guard.")
+    assert check_id in read("checks.md")
 
 
 def test_every_management_command_is_documented():

@@ -142,7 +142,9 @@ class GuardedS3Storage(S3Storage):
         return self.clients.session()
 
     def _new_session(self):
-        return super()._create_session()
+        session = super()._create_session()
+        signed_hash.watch(session)  # the PUTs of its clients give their body's SHA-256
+        return session
 
     @property
     def key_limits(self) -> keys.KeyLimits:

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 from botocore.config import Config
 
-from storage_guard.saving import signed_hash
-
 GROWTH = 2.0  # a retry after a timeout waits this many times longer
 MIN_TIMEOUT = 0.25  # the shortest class: below it a socket timeout is noise
 
@@ -109,7 +107,6 @@ class ClientSet:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = self._storage._new_session()
-            signed_hash.watch(session)  # the PUTs of its clients give their body's SHA-256
         return session
 
     def client(self, read_timeout: float):

@@ -35,6 +35,7 @@ __all__ = [
     "storable",
     "storable_fields",
     "storable_json",
+    "storable_text",
 ]
 
 # Bidirectional embeddings, overrides and isolates: they reorder how a line reads on screen.
@@ -134,6 +135,17 @@ def storable(value, max_length: int | None = None) -> str:
     return text if max_length is None else text[:max_length]
 
 
+def storable_text(value, max_length: int | None = None):
+    """A text column's value made storable: bytes become a placeholder (never the bytes
+    themselves), text goes through ``storable``; anything else is returned as it is (the
+    column's own preparation turns it into text)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return storable(value, max_length)
+    return value
+
+
 def storable_json(value):
     """A JSON value (dicts, lists, scalars) whose every string, keys included, is storable."""
     if isinstance(value, str):
@@ -162,10 +174,7 @@ def storable_fields(model, fields: dict) -> dict:
         if kind == "json":
             value = storable_json(value)
         elif kind is not None:
-            if isinstance(value, bytes | bytearray | memoryview):
-                value = f"<{len(value)} bytes>"
-            if isinstance(value, str):
-                value = storable(value, kind[1])
+            value = storable_text(value, kind[1])
         safe[name] = value
     return safe
 

@@ -47,7 +47,7 @@ from storage_guard.integrations import sentry
 from storage_guard.log import logger
 from storage_guard.models import SaveAttempt, key_digest
 from storage_guard.saving import records
-from storage_guard.saving.safetext import storable, storable_json
+from storage_guard.saving.safetext import storable_json, storable_text
 
 EXIT_FLUSH_TIMEOUT = 10.0
 LINGER = 0.05  # seconds the writer waits after the first record of a batch, for more to come
@@ -257,17 +257,13 @@ def insert_many(rows: list[dict]) -> None:
                     value = prepare(now, connection)
                 else:
                     value = default
-            elif kind is _TEXT and type(value) is str:
-                if not value.isascii() or "\x00" in value:
-                    value = storable(value, limit)  # outside text: made storable, then cut
-                elif limit is not None and len(value) > limit:
-                    value = value[:limit]
             elif kind is _JSON:
                 value = prepare(storable_json(value), connection)
-            elif value is not None and type(value) is not kind:  # kind: the column's own type
-                if kind is _TEXT and isinstance(value, bytes | bytearray | memoryview):
-                    value = f"<{len(value)} bytes>"  # never the bytes themselves
-                value = prepare(value, connection)
+            else:
+                if kind is _TEXT:  # text from outside: made storable, cut to its column
+                    value = storable_text(value, limit)
+                if value is not None and type(value) is not kind:  # not the column's own type
+                    value = prepare(value, connection)
             values.append(value)
         params.append(values)
         if number % YIELD_EVERY == 0:

@@ -94,12 +94,18 @@ def test_an_adopted_hash_never_replaces_a_known_one():
 @pytest.mark.parametrize(("endpoint", "use_ssl", "s3", "expected"), [
     ("http://minio:9000", True, None, True),
     ("https://s3.example.com", True, None, False),
-    ("", True, None, False),
-    ("", False, None, True),
+    (None, True, None, False),
+    (None, False, None, True),
     ("https://s3.example.com", True, {"payload_signing_enabled": True}, True),
     ("http://minio:9000", True, {"payload_signing_enabled": False}, False),
 ])
 def test_which_storages_sign_their_payload(endpoint, use_ssl, s3, expected):
-    storage = SimpleNamespace(endpoint_url=endpoint, use_ssl=use_ssl,
-                              client_config=SimpleNamespace(s3=s3))
-    assert signed_hash.signs_payload(storage) is expected
+    from botocore.config import Config
+
+    from storage_guard.storage import GuardedS3Storage
+
+    storage = GuardedS3Storage(alias="sign-check", bucket_name="sign-check", endpoint_url=endpoint,
+                               use_ssl=use_ssl,
+                               client_config=Config(s3=s3) if s3 else None,
+                               region_name="us-east-1")
+    assert storage.signs_payload is expected

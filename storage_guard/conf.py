@@ -54,6 +54,7 @@ DEFAULTS: dict[str, object] = {
     "RECORD_WRITER": "background",
     "RECORD_QUEUE_SIZE": 10_000,
     "RECORD_BATCH_SIZE": 500,
+    "RECORD_LINGER": 0.2,
     # Generated content and documents.
     "INLINE_MAX_BYTES": 10 * MB,
     "PRESIGNED_EXPIRY": 3600,

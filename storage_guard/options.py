@@ -36,7 +36,7 @@ POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline", "put_timeout_fl
 RATES = ("put_timeout_rate",)
 # Durations in seconds that may be zero (no backoff, no cool-down) but not negative.
 NON_NEGATIVE = ("backoff_base", "backoff_cap", "breaker_cooldown", "breaker_window",
-                "breaker_initial_cooldown", "breaker_refresh")
+                "breaker_initial_cooldown", "breaker_refresh", "record_linger")
 # Fractions: numbers from 0 to 1 (a value outside is reported as the wrong kind of value).
 FRACTIONS = ("record_sample_rate",)
 INTEGERS = (*MINIMUMS, "max_key_bytes", "max_segment_bytes", "max_slug_length")

@@ -14,6 +14,8 @@ from functools import cached_property
 from botocore.config import Config
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.files import File
+from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
@@ -174,6 +176,28 @@ class GuardedS3Storage(S3Storage):
             raise
 
     # ----------------------------------------------------------------- the save path
+    def save(self, name, content, max_length=None):
+        """Django's ``Storage.save``, step for step, validating each distinct name once.
+
+        Django validates the name before and after ``get_available_name`` and after ``_save``
+        (``validate_file_name``, a pure function of the name): three ``pathlib`` parses of what
+        is almost always one name. Here a name equal to one already validated is not parsed
+        again; every name that differs is. ``tests/test_storage_save.py`` pins Django's method
+        to the one this mirrors (5.2 to 6.1), so a change there fails the suite.
+        """
+        if name is None:
+            name = content.name
+        if not hasattr(content, "chunks"):
+            content = File(content, name)
+        validate_file_name(name, allow_relative_path=True)
+        available = self.get_available_name(name, max_length=max_length)
+        if available != name:
+            validate_file_name(available, allow_relative_path=True)
+        saved = self._save(available, content)
+        if saved != available:
+            validate_file_name(saved, allow_relative_path=True)
+        return saved
+
     def save_with_record(self, name, content, max_length=None):
         """``save()``, also returning the ``SaveAttempt`` it wrote (None if recording failed).
 

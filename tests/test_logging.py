@@ -244,3 +244,46 @@ def test_the_success_line_escapes_what_s3_and_settings_send(guard_log):
     assert "\n" not in line.getMessage()
     assert not any(name.startswith("_storage_guard") for name in vars(line))
     assert (line.funcName, line.pathname.endswith("telemetry.py")) == ("_log", True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lines_are_the_same_through_a_logger_class_of_ones_own(guarded_storage_factory,
+                                                              fault_proxy, guard_log,
+                                                              monkeypatch):
+    """The trace builds its records without ``Logger.makeRecord``'s check of each field's name;
+    with a logger class that has a ``makeRecord`` of its own, that method makes them. Both give
+    the same lines, so no field of a retried save, a failure or a rejection collides with a
+    ``LogRecord`` attribute (``makeRecord`` raises ``KeyError`` on one)."""
+
+    def lines(prefix: str) -> list[dict]:
+        storage = guarded_storage_factory(max_attempts=2, key_policy="reject")
+        fault_proxy.script(["slowdown", "pass"])
+        storage.save(f"{prefix}/retried.txt", ContentFile(b"r"))
+        fault_proxy.script(["internal"] * 2)
+        with pytest.raises(SaveFailed):
+            storage.save(f"{prefix}/failed.txt", ContentFile(b"f"))
+        with pytest.raises(SaveRejected):
+            storage.save(f"{prefix}/" + "x" * 1100, ContentFile(b"k"))
+        standard = set(vars(logging.makeLogRecord({})))
+        volatile = {"trace_id", "duration_ms", "request_id", "host_id", "record_id", "key",
+                    "message"}
+        found = [{k: v for k, v in vars(r).items() if k not in standard and k not in volatile}
+                 for r in guard_log() if r.key.startswith(prefix)]
+        fault_proxy.clear()
+        return found
+
+    stock = lines("first")
+    made = []
+
+    class OwnRecords(logging.Logger):
+        def makeRecord(self, *args, **kwargs):  # noqa: N802 - logging's name
+            made.append(args[4])
+            return super().makeRecord(*args, **kwargs)
+
+    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "__class__", OwnRecords)
+    own = lines("again")
+
+    assert len(made) == len(own) > 5
+    assert own == stock
+    assert {line["event"] for line in own} >= {"save_attempt", "storage_error", "save_retry",
+                                              "save_success", "save_stashed", "save_rejected"}

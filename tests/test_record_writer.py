@@ -218,6 +218,38 @@ def test_records_gather_into_batches_while_the_writer_waits(background_writer, s
     assert len(names("gather/")) == 26
 
 
+def test_records_gather_for_the_linger_and_flush_does_not_wait_it_out(background_writer):
+    """RECORD_LINGER: the writer waits that long after a batch's first record, so the records
+    that arrive meanwhile share its commit; ``flush()`` cuts the wait short."""
+    writer = background_writer(RECORD_LINGER=60)
+    for number in range(20):
+        writer.submit(fields(f"linger/{number:02d}"))
+    assert names("linger/") == []  # the writer is still gathering
+
+    assert writer.flush(timeout=30)  # without the wake-up it would wait out the 60 s
+    assert writer.batches == 1
+    assert names("linger/") == [f"linger/{n:02d}" for n in range(20)]
+
+
+def test_stopping_the_writer_does_not_wait_out_the_linger(background_writer):
+    writer = background_writer(RECORD_LINGER=60)
+    writer.submit(fields("stop/0"))
+
+    assert success_records.shutdown(timeout=30)
+    assert not writer.thread.is_alive() and names("stop/") == ["stop/0"]
+
+
+def test_without_a_linger_each_record_is_written_as_it_comes(background_writer):
+    writer = background_writer(RECORD_LINGER=0)
+    for number in range(3):
+        writer.submit(fields(f"nolinger/{number}"))
+        deadline = time.monotonic() + 30
+        while len(names("nolinger/")) <= number and time.monotonic() < deadline:
+            time.sleep(0.01)  # written with no flush: nothing holds the record back
+    assert names("nolinger/") == [f"nolinger/{n}" for n in range(3)]
+    assert writer.batches == 3
+
+
 # ----------------------------------------------------------------------- a full queue
 
 
@@ -432,6 +464,12 @@ def test_failures_only_still_records_retried_successes_and_failures(
     ("RECORD_QUEUE_SIZE", 0, (
         "storage_guard.E003", "STORAGE_GUARD['RECORD_QUEUE_SIZE'] is 0; it must be at least 1.",
         "Raise it to 1 or more.")),
+    ("RECORD_LINGER", -1, (
+        "storage_guard.E003", "STORAGE_GUARD['RECORD_LINGER'] is -1; it must be at least 0.",
+        "Raise it to 0 or more.")),
+    ("RECORD_LINGER", "0.2", (
+        "storage_guard.E002", "STORAGE_GUARD['RECORD_LINGER'] is '0.2'; it must be a number of "
+        "seconds.", "Set it to a number in settings.STORAGE_GUARD or the storage's OPTIONS.")),
     ("RECORD_BATCH_SIZE", "500", (
         "storage_guard.E002", "STORAGE_GUARD['RECORD_BATCH_SIZE'] is '500'; it must be a whole "
         "number.", "Set it to a number in settings.STORAGE_GUARD or the storage's OPTIONS.")),

@@ -1,6 +1,6 @@
 """Checks of the options: ``settings.STORAGE_GUARD`` and each guarded storage's OPTIONS
 (E002-E011, E014; project-wide only ``BREAKER_REFRESH``: E002, E003), and the success-record
-settings (E002, E003, E006).
+settings (E002, E003, E006; ``RECORD_LINGER``: E002, E003).
 
 The rules themselves are in ``storage_guard/options.py``; this module reports what they find,
 each problem as the Error of its id, naming the option where it is set.
@@ -20,7 +20,7 @@ from storage_guard.storage import is_guarded
 
 # The settings of the success records (project-wide only), in the order they are reported.
 RECORD_SETTINGS = ("RECORD_SUCCESSES", "RECORD_WRITER", "RECORD_QUEUE_SIZE",
-                   "RECORD_BATCH_SIZE", "RECORD_SAMPLE_RATE")
+                   "RECORD_BATCH_SIZE", "RECORD_SAMPLE_RATE", "RECORD_LINGER")
 # Other project-wide-only settings held to a rule of storage_guard/options.py, checked with the
 # project-wide values of the storage options.
 PROJECT_SETTINGS = ("BREAKER_REFRESH",)

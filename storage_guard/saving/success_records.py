@@ -3,11 +3,12 @@
 A success record used to cost the request its INSERT and commit: about 1.5 ms on PostgreSQL,
 an fsync on SQLite, 30 to 40 % of a 2 KB save. With ``RECORD_WRITER = "background"`` (the
 default) the save only puts the record's fields on a bounded in-process queue; one daemon thread
-per process takes them off in batches (whatever accumulated while the previous batch was
-written, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY`` (PostgreSQL) or
-``executemany`` and one commit on the record alias. Failure records, rejections and stashes
-never go through here: they stay synchronous and durable (``storage.py``,
-``records.insert_failure``).
+per process takes them off in batches (whatever arrived within ``RECORD_LINGER`` of a batch's
+first record, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY``
+(PostgreSQL) or ``executemany`` and one commit on the record alias. The few JSON values that
+rows repeat (an empty attempt log, ``{"ContentType": ...}``) are prepared and serialized once.
+Failure records, rejections and stashes never go through here: they stay synchronous and
+durable (``storage.py``, ``records.insert_failure``).
 
 What a crash can lose: only success records (their objects are in S3), at most
 ``RECORD_QUEUE_SIZE`` queued plus one batch being written, and only on a hard kill
@@ -42,6 +43,12 @@ from datetime import datetime
 from django.db import connections, models, transaction
 from django.utils import timezone
 
+try:  # the JSON wrappers Django's PostgreSQL backend prepares with psycopg 3
+    from psycopg.types.json import Json, Jsonb
+    JSON_WRAPPERS: tuple[type, ...] = (Json, Jsonb)
+except ImportError:  # without psycopg 3, prepared JSON is text
+    JSON_WRAPPERS = ()
+
 from storage_guard import conf
 from storage_guard.integrations import sentry
 from storage_guard.log import logger
@@ -50,7 +57,6 @@ from storage_guard.saving import records
 from storage_guard.saving.safetext import storable_json, storable_text
 
 EXIT_FLUSH_TIMEOUT = 10.0
-LINGER = 0.05  # seconds the writer waits after the first record of a batch, for more to come
 YIELD_EVERY = 8  # rows prepared between two short sleeps that hand the GIL back to requests
 YIELD_SECONDS = 0.0001
 FULL_LOG_EVERY = 1000  # a full queue logs its first inline write, then one in this many
@@ -104,8 +110,12 @@ class RecordWriter:
         self.pid = os.getpid()
         self.queue: queue.Queue = queue.Queue(conf.get("RECORD_QUEUE_SIZE"))
         self.batch_size = conf.get("RECORD_BATCH_SIZE")
+        self.linger = conf.get("RECORD_LINGER")
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        # set by flush() and stop(): the writer stops gathering and writes what it has
+        self.wake = threading.Event()
+        self.flushing = 0  # callers waiting in flush(): no batch waits to gather meanwhile
         self.written = self.lost = self.written_inline = self.batches = 0
 
     # ------------------------------------------------------------- the caller's side
@@ -149,13 +159,20 @@ class RecordWriter:
             self._drain_here()
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.queue.all_tasks_done:
-            while self.queue.unfinished_tasks:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self.queue.all_tasks_done.wait(remaining)
-        return True
+        with self.lock:
+            self.flushing += 1
+        self.wake.set()
+        try:
+            with self.queue.all_tasks_done:
+                while self.queue.unfinished_tasks:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self.queue.all_tasks_done.wait(remaining)
+            return True
+        finally:
+            with self.lock:
+                self.flushing -= 1
 
     def stop(self, timeout: float | None = EXIT_FLUSH_TIMEOUT) -> bool:
         """Flush, then end the thread (it closes its database connections)."""
@@ -164,6 +181,7 @@ class RecordWriter:
         if thread is not None and thread.is_alive() and self.pid == os.getpid():
             try:
                 self.queue.put(_STOP, timeout=timeout)
+                self.wake.set()  # a batch gathering behind it is written now
             except queue.Full:  # saves keep coming: the daemon thread ends with the process
                 return False
             thread.join(timeout)
@@ -180,10 +198,18 @@ class RecordWriter:
             stopped = False
             while not stopped:
                 first = self.queue.get()
-                time.sleep(LINGER)  # let a batch gather (and leave the GIL to the requests)
+                self._gather(first)
                 stopped = self._process([first, *self._take(self.batch_size - 1)])
         finally:
             connections.close_all()
+
+    def _gather(self, first) -> None:
+        """Wait ``RECORD_LINGER`` seconds after a batch's first record for more to come (and
+        leave the GIL to the requests): one commit per batch, not per save. ``flush()`` and
+        ``stop()`` cut the wait short."""
+        if first is not _STOP and not self.flushing:
+            self.wake.wait(self.linger)
+        self.wake.clear()
 
     def _take(self, most: int) -> list:
         """Up to ``most`` queued items, without waiting."""
@@ -257,13 +283,18 @@ def insert_many(rows: list[dict]) -> None:
                     value = prepare(now, connection)
                 else:
                     value = default
-            elif kind is _JSON:
-                value = prepare(storable_json(value), connection)
-            else:
-                if kind is _TEXT:  # text from outside: made storable, cut to its column
+            elif kind is _TEXT:  # text from outside: made storable, cut to its column
+                if type(value) is str and value.isascii() and "\x00" not in value:
+                    if limit is not None and len(value) > limit:  # storable as it is
+                        value = value[:limit]
+                else:
                     value = storable_text(value, limit)
-                if value is not None and type(value) is not kind:  # not the column's own type
-                    value = prepare(value, connection)
+                    if value is not None and type(value) is not str:
+                        value = prepare(value, connection)
+            elif kind is _JSON:
+                value = _json_value(name, value, prepare, connection)
+            elif value is not None and type(value) is not kind:  # not the column's own type
+                value = prepare(value, connection)
             values.append(value)
         params.append(values)
         if number % YIELD_EVERY == 0:
@@ -319,6 +350,50 @@ def _column_plan(connection, fields: list) -> list[tuple]:
                           field.get_db_prep_save, default))
         _plans[connection.vendor] = found
     return found
+
+
+_json_prepared: dict[tuple, object] = {}  # (vendor, column, shape) -> the prepared value
+JSON_MEMO_SIZE = 256
+
+
+def _json_value(column: str, value, prepare, connection):
+    """A JSON column's value, prepared; the few values that rows repeat (an empty list, a dict
+    of text such as ``{"ContentType": ...}``) are prepared, and serialized, once."""
+    shape = _json_shape(value)
+    if shape is None:
+        return prepare(storable_json(value), connection)
+    key = (connection.vendor, column, shape)
+    found = _json_prepared.get(key, _MISSING)
+    if found is _MISSING:
+        if len(_json_prepared) >= JSON_MEMO_SIZE:
+            _json_prepared.clear()
+        found = _json_prepared[key] = _serialized(prepare(storable_json(value), connection))
+    return found
+
+
+def _json_shape(value) -> tuple | None:
+    """A hashable stand-in for None, an empty list or a dict whose keys and values are all
+    text; None for anything else (prepared row by row)."""
+    if value is None:
+        return ("none",)
+    kind = type(value)
+    if kind is list and not value:
+        return ("list",)
+    if kind is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+        return ("dict", *value.items())
+    return None
+
+
+def _serialized(prepared):
+    """psycopg's JSON wrapper (what Django prepares for PostgreSQL) with its text already made,
+    so a row reusing it is not serialized again; anything else (SQLite's text) as it is."""
+    if isinstance(prepared, JSON_WRAPPERS) and prepared.dumps is not None:
+        return type(prepared)(prepared.dumps(prepared.obj).encode(), dumps=_as_is)
+    return prepared
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
 
 
 def copy_supported(connection) -> bool:

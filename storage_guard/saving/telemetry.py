@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from storage_guard import conf, signals
 from storage_guard.integrations import sentry
@@ -81,8 +82,9 @@ class SaveTrace(RetryListener):
             self._trace_id = f"{random.getrandbits(48):012x}"
         return self._trace_id
 
-    @property
+    @cached_property
     def short_key(self) -> str:
+        """The key as log lines show it: shortened to ``LOG_KEY_CHARS`` and escaped."""
         return escape_controls(preview_key(self.key, conf.get("LOG_KEY_CHARS")))
 
     def _event(self, suffix: str) -> str:
@@ -104,8 +106,17 @@ class SaveTrace(RetryListener):
         fields = self.fields(**extra)
         if escaped:
             fields[ESCAPED] = True
-        logger.handle(logger.makeRecord(logger.name, level, _CALLER.co_filename,
-                                        _CALLER.co_firstlineno, msg, args, None, "_log", fields))
+        if type(logger).makeRecord is not _STOCK_MAKE_RECORD:  # a logger class of its own
+            logger.handle(logger.makeRecord(logger.name, level, _CALLER.co_filename,
+                                            _CALLER.co_firstlineno, msg, args, None, "_log",
+                                            fields))
+            return
+        # What Logger.makeRecord does, without checking each field's name against the record's
+        # attributes: these names are ours, and tests/test_logging.py checks none collides.
+        record = logging.getLogRecordFactory()(logger.name, level, _CALLER.co_filename,
+                                               _CALLER.co_firstlineno, msg, args, None, "_log")
+        record.__dict__.update(fields)
+        logger.handle(record)
 
     # ------------------------------------------------------------------ RetryListener
     def attempt_started(self, number: int) -> None:
@@ -296,3 +307,4 @@ class SaveTrace(RetryListener):
 
 
 _CALLER = SaveTrace._log.__code__  # the caller every trace line names (file, line, function)
+_STOCK_MAKE_RECORD = logging.Logger.makeRecord

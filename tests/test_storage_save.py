@@ -1,0 +1,116 @@
+"""``GuardedS3Storage.save``: Django's ``Storage.save``, validating each distinct name once.
+
+The guarded storage mirrors Django's method instead of calling it, to skip two ``pathlib``
+parses of a name already validated. These tests pin Django's method to the one it mirrors by
+the digest of its syntax tree (a Django release that changes it fails here, and the mirror must
+be reviewed), check that the mirror makes the calls Django's makes, and check on
+the real SeaweedFS that every name Django would refuse is still refused, before any request.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import io
+import textwrap
+from unittest import mock
+
+import pytest
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
+
+from storage_guard import storage as storage_module
+from storage_guard.models import SaveAttempt
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The SHA-256 of Django's Storage.save (its syntax tree, without the docstring; comments never
+# count) as reviewed for GuardedS3Storage.save: the same in Django 5.2, 6.0 and 6.1.
+REVIEWED_DJANGO_SAVE = "c5199c337f112ff88b2762c52e679174748d3c7c412f454cd41d58d5defcb270"
+
+
+def digest_without_docstring(source: str) -> str:
+    function = ast.parse(textwrap.dedent(source)).body[0]
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    function.body = body
+    return hashlib.sha256(ast.dump(function).encode()).hexdigest()
+
+
+def test_djangos_save_is_the_one_the_guarded_save_mirrors():
+    assert digest_without_docstring(inspect.getsource(Storage.save)) == REVIEWED_DJANGO_SAVE, (
+        "Django's Storage.save changed: review GuardedS3Storage.save against it, then update "
+        "REVIEWED_DJANGO_SAVE")
+
+
+def test_the_mirror_checks_what_it_mirrors():
+    """The guarded save calls what Django's does, with the same arguments (names aside)."""
+    ours = inspect.getsource(storage_module.GuardedS3Storage.save)
+    for call in ("validate_file_name(name, allow_relative_path=True)",
+                 "self.get_available_name(name, max_length=max_length)",
+                 "File(content, name)", "content.name"):
+        assert call in ours, call
+
+
+@pytest.mark.parametrize("name", [
+    "../escape.txt", "a/../../escape.txt", "/absolute/path.txt", "a\\..\\..\\escape.txt",
+    "", ".", "..", "dir/..",
+])
+def test_names_django_refuses_are_refused_before_any_request(guarded_storage_factory,
+                                                             fault_proxy, name):
+    storage = guarded_storage_factory()
+    fault_proxy.reset_counters()
+    with pytest.raises(SuspiciousFileOperation):
+        Storage.save(storage, name, ContentFile(b"x"))  # what Django itself does
+    with pytest.raises(SuspiciousFileOperation):
+        storage.save(name, ContentFile(b"x"))
+    assert fault_proxy.counts["requests"] == 0
+
+
+def test_a_name_validated_once_is_not_parsed_again(guarded_storage_factory, read_object):
+    storage = guarded_storage_factory()
+    with mock.patch.object(storage_module, "validate_file_name",
+                           wraps=storage_module.validate_file_name) as validate:
+        assert storage.save("once/name.txt", ContentFile(b"payload")) == "once/name.txt"
+    assert [c.args[0] for c in validate.call_args_list] == ["once/name.txt"]
+    assert read_object("once/name.txt") == b"payload"
+
+
+def test_a_name_the_storage_changes_is_validated_again(guarded_storage_factory, fault_proxy):
+    """A ``get_available_name`` or ``_save`` that returns another name has it validated, as in
+    Django: a traversal introduced by either is refused (before the request, for the first)."""
+
+    class Renaming(storage_module.GuardedS3Storage):
+        def get_available_name(self, name, max_length=None):
+            return "../" + name if name.startswith("evil") else super().get_available_name(
+                name, max_length)
+
+        def _save(self, name, content):
+            saved = super()._save(name, content)
+            return "../" + saved if name.startswith("late") else saved
+
+    storage = Renaming(**{k: getattr(guarded_storage_factory(), k) for k in (
+        "bucket_name", "endpoint_url", "access_key", "secret_key", "region_name",
+        "file_overwrite")}, alias="default")
+    fault_proxy.reset_counters()
+    with pytest.raises(SuspiciousFileOperation, match="path traversal"):
+        storage.save("evil.txt", ContentFile(b"x"))
+    assert fault_proxy.counts["requests"] == 0
+    with pytest.raises(SuspiciousFileOperation, match="path traversal"):
+        storage.save("late.txt", ContentFile(b"x"))
+    assert storage.save("fine.txt", ContentFile(b"x")) == "fine.txt"
+    assert SaveAttempt.objects.filter(name__in=["late.txt", "fine.txt"]).count() == 2
+
+
+def test_content_without_chunks_is_wrapped_and_a_missing_name_taken_from_it(
+        guarded_storage_factory, read_object):
+    storage = guarded_storage_factory()
+
+    content = io.BytesIO(b"raw bytes")  # a file object: no chunks(), as Django allows
+    content.name = "from/content.txt"
+    assert not hasattr(content, "chunks")
+    assert storage.save(None, content) == "from/content.txt"
+    assert read_object("from/content.txt") == b"raw bytes"

@@ -10,9 +10,10 @@ the same rep, with their spread.
         [--db sqlite|postgres] [--writer background|inline]
 
 Recording is on (a SaveAttempt row per guarded save, written by the background writer unless
-``--writer inline``, and flushed before each guarded rep's clock stops) and the ``storage_guard`` logger writes every INFO line to a file, as the
-issue asks. SQLite runs with Django's default settings (rollback journal, full sync); PostgreSQL
-uses ``$PGDATABASE`` (default ``sg_perf``) with records on their own connection, as deployed.
+``--writer inline``, and flushed before each guarded rep's clock stops) and the
+``storage_guard`` logger writes every INFO line to a file, as the issue asks. SQLite runs
+with Django's default settings (rollback journal, full sync); PostgreSQL uses ``$PGDATABASE``
+(default ``sg_perf``) with records on their own connection, as deployed.
 """
 
 from __future__ import annotations

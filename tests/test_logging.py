@@ -276,7 +276,7 @@ def test_lines_are_the_same_through_a_logger_class_of_ones_own(guarded_storage_f
     made = []
 
     class OwnRecords(logging.Logger):
-        def makeRecord(self, *args, **kwargs):  # noqa: N802 - logging's name
+        def makeRecord(self, *args, **kwargs):
             made.append(args[4])
             return super().makeRecord(*args, **kwargs)
 

@@ -180,6 +180,39 @@ def test_a_batch_stores_any_text_as_the_synchronous_insert_would(background_writ
     assert default.created_at is not None and default.created_at == default.updated_at
 
 
+def test_json_values_rows_repeat_are_stored_as_each_row_sent_them(background_writer):
+    """The writer prepares and serializes once the JSON values rows repeat (an empty attempt
+    log, a dict of text, no storage spec); every row still stores its own values, as the
+    synchronous insert stores them."""
+    writer = background_writer()
+    shared = {"ContentType": "image/png", "CacheControl": "max-age=60"}
+    rows = [{**fields(f"memo/{n}"), "write_params": dict(shared), "attempt_log": [],
+             "storage_spec": None} for n in range(3)]
+    rows.append({**fields("memo/other"), "write_params": {"ContentType": "text/plain"},
+                 "attempt_log": [], "storage_spec": {"backend": "x", "options": {"a": 1}}})
+    rows.append({**fields("memo/ordered"), "write_params": {"CacheControl": "max-age=60",
+                                                            "ContentType": "image/png"}})
+    for row in rows:
+        writer.queue.put_nowait(row)
+    writer.queue.put_nowait({**fields("memo/again"), "write_params": dict(shared)})
+    assert writer.flush() and writer.lost == 0
+
+    stored = {r.name: r for r in SaveAttempt.objects.filter(name__startswith="memo/")}
+    reference = records.insert_attempt(**{**fields("ref/memo"), "write_params": dict(shared),
+                                          "attempt_log": [], "storage_spec": None})
+    for n in range(3):
+        row = stored[f"memo/{n}"]
+        assert (row.write_params, row.attempt_log, row.storage_spec) == (
+            reference.write_params, reference.attempt_log, reference.storage_spec) == (
+            shared, [], None)
+    assert stored["memo/other"].write_params == {"ContentType": "text/plain"}
+    assert stored["memo/other"].storage_spec == {"backend": "x", "options": {"a": 1}}
+    assert stored["memo/ordered"].write_params == shared
+    if connection.vendor != "postgresql":  # text keeps the row's own key order; jsonb sorts
+        assert list(stored["memo/ordered"].write_params) == ["CacheControl", "ContentType"]
+    assert stored["memo/again"].write_params == shared
+
+
 @pytest.mark.postgres
 @on_postgres
 def test_without_psycopg3_a_batch_is_written_by_executemany(background_writer, monkeypatch):

@@ -570,3 +570,17 @@ def held_records():
 def refusing_records():
     with db_triggers.refusing_records():
         yield
+
+
+def test_a_json_wrapper_is_serialized_once_only_when_it_can_be():
+    """What Django prepares for PostgreSQL (psycopg's ``Jsonb`` with its ``dumps``) is
+    serialized once; a wrapper without a ``dumps`` of its own, or anything else, is left as it
+    is for psycopg to serialize as usual."""
+    from psycopg.types.json import Jsonb
+
+    made = success_records._serialized(Jsonb({"ContentType": "a/b"}, dumps=json.dumps))
+    assert isinstance(made, Jsonb) and made.obj == b'{"ContentType": "a/b"}'
+    assert made.dumps(made.obj) is made.obj
+    plain = Jsonb({"a": 1})
+    assert success_records._serialized(plain) is plain
+    assert success_records._serialized('{"a": 1}') == '{"a": 1}'

@@ -70,6 +70,8 @@ def test_a_failed_save_stashes_under_the_true_hash(guarded_storage_factory, faul
 
 
 def test_only_a_hex_sha256_is_ever_taken():
+    """The header is made by botocore in this process, before any byte reaches a server, so no
+    server or proxy here can send these values: the hook is handed requests that carry them."""
     for value, taken in (("a" * 64, "a" * 64), ("UNSIGNED-PAYLOAD", None),
                          ("STREAMING-UNSIGNED-PAYLOAD-TRAILER", None), ("A" * 64, None),
                          ("a" * 63, None), (b"b" * 64, "b" * 64), (b"\xff" * 64, None),

@@ -50,6 +50,7 @@ from django.core.cache import caches
 
 from storage_guard.errors import CircuitOpen
 from storage_guard.log import logger
+from storage_guard.options import is_number
 from storage_guard.saving.classification import Classification
 
 CLOSED, OPEN, HALF_OPEN, UNKNOWN = "closed", "open", "half-open", "unknown"
@@ -217,8 +218,7 @@ class CircuitBreaker:
         self.probe_timeout = probe_timeout
         # Seconds a clean read is trusted by this process; 0 (or a value the system checks
         # report, E002/E003) reads before every attempt.
-        self.refresh = refresh if isinstance(refresh, int | float) and \
-            not isinstance(refresh, bool) and refresh > 0 else 0.0
+        self.refresh = refresh if is_number(refresh) and refresh > 0 else 0.0
         self.clock = clock  # Unix time: the state is shared between processes
         self._local = threading.local()  # per thread: what before_attempt saw
 

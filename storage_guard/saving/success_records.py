@@ -284,13 +284,9 @@ def insert_many(rows: list[dict]) -> None:
                 else:
                     value = default
             elif kind is _TEXT:  # text from outside: made storable, cut to its column
-                if type(value) is str and value.isascii() and "\x00" not in value:
-                    if limit is not None and len(value) > limit:  # storable as it is
-                        value = value[:limit]
-                else:
-                    value = storable_text(value, limit)
-                    if value is not None and type(value) is not str:
-                        value = prepare(value, connection)
+                value = storable_text(value, limit)
+                if value is not None and type(value) is not str:
+                    value = prepare(value, connection)
             elif kind is _JSON:
                 value = _json_value(name, value, prepare, connection)
             elif value is not None and type(value) is not kind:  # not the column's own type
@@ -387,9 +383,10 @@ def _json_shape(value) -> tuple | None:
 def _serialized(prepared):
     """psycopg's JSON wrapper (what Django prepares for PostgreSQL) with its text already made,
     so a row reusing it is not serialized again; anything else (SQLite's text) as it is."""
-    if isinstance(prepared, JSON_WRAPPERS) and prepared.dumps is not None:
-        return type(prepared)(prepared.dumps(prepared.obj).encode(), dumps=_as_is)
-    return prepared
+    dumps = getattr(prepared, "dumps", None) if isinstance(prepared, JSON_WRAPPERS) else None
+    if dumps is None or not hasattr(prepared, "obj"):  # not a wrapper this code knows: as it is
+        return prepared
+    return type(prepared)(dumps(prepared.obj).encode(), dumps=_as_is)
 
 
 def _as_is(data: bytes) -> bytes:

@@ -15,13 +15,13 @@ from botocore.config import Config
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files import File
-from django.core.files.utils import validate_file_name
 from django.utils.module_loading import import_string
 from storages.backends.s3 import S3File, S3Storage
 from storages.utils import clean_name
 
 from storage_guard import conf, keys, options
 from storage_guard.errors import SaveFailed, SaveRejected
+from storage_guard.keys.traversal import overwrite_name, validate_name
 from storage_guard.log import logger
 from storage_guard.models import Status
 from storage_guard.operations import rebuild
@@ -40,6 +40,10 @@ from storage_guard.saving.payload import Payload
 from storage_guard.saving.retry_loop import Outcome, RetryPolicy, call_with_retries
 from storage_guard.saving.telemetry import SaveTrace
 from storage_guard.saving.timeouts import AttemptTimeouts, ClientSet, TimeoutRule
+
+# django-storages 1.14.5 and later: S3Storage.get_available_name only checks the name when the
+# storage overwrites (get_available_overwrite_name); before, Django's loop decides.
+_S3_CHECKS_OVERWRITE_NAME = "get_available_name" in vars(S3Storage)
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
@@ -161,8 +165,18 @@ class GuardedS3Storage(S3Storage):
         # Django may append "_abc1234" to make the name unique: fit again so that the name whose
         # existence was checked is the one that will be saved.
         fitted = self._fit(name, max_length)
-        available = super().get_available_name(fitted, max_length)
+        available = self._available_name(fitted, max_length)
         return fitted if available == fitted else self._fit(available, max_length)
+
+    def _available_name(self, name, max_length):
+        """``S3Storage.get_available_name``. When all it would do is check the name (the
+        storage overwrites and the name needs no truncation), the check is made here without
+        ``pathlib`` (``keys.traversal``); every other case is django-storages' own."""
+        if self.file_overwrite and _S3_CHECKS_OVERWRITE_NAME:
+            checked = overwrite_name(clean_name(name), max_length)
+            if checked is not None:
+                return checked
+        return super().get_available_name(name, max_length)
 
     def generate_filename(self, filename):
         return self._fit(super().generate_filename(filename))
@@ -181,21 +195,22 @@ class GuardedS3Storage(S3Storage):
 
         Django validates the name before and after ``get_available_name`` and after ``_save``
         (``validate_file_name``, a pure function of the name): three ``pathlib`` parses of what
-        is almost always one name. Here a name equal to one already validated is not parsed
-        again; every name that differs is. ``tests/test_storage_save.py`` pins Django's method
-        to the one this mirrors (5.2 to 6.1), so a change there fails the suite.
+        is almost always one name. Here a name equal to one already validated is not checked
+        again; every name that differs is, by ``keys.traversal.validate_name`` (the same check
+        without ``pathlib``). ``tests/test_storage_save.py`` pins Django's method to the one
+        this mirrors (5.2 to 6.1), so a change there fails the suite.
         """
         if name is None:
             name = content.name
         if not hasattr(content, "chunks"):
             content = File(content, name)
-        validate_file_name(name, allow_relative_path=True)
+        validate_name(name)
         available = self.get_available_name(name, max_length=max_length)
         if available != name:
-            validate_file_name(available, allow_relative_path=True)
+            validate_name(available)
         saved = self._save(available, content)
         if saved != available:
-            validate_file_name(saved, allow_relative_path=True)
+            validate_name(saved)
         return saved
 
     def save_with_record(self, name, content, max_length=None):

@@ -4,6 +4,8 @@
   through; also the measures they use (``utf8_len``, ``short_hash``, ``full_key``).
 * ``keys.slugs``: ``slugify_segment``, any text made into a safe key segment.
 * ``keys.builders``: ``SluggedUploadTo`` (an ``upload_to`` callable) and ``date_partitioned_key``.
+* ``keys.traversal``: Django's name safety checks (no file name, absolute, ``..``) without
+  ``pathlib``, for the save path.
 
 Import from ``storage_guard.keys``; the modules are how the code is laid out, not the API.
 ``docs/keys.md`` gives the reason for every number.

@@ -5,7 +5,8 @@ exception in one is caught (``send_robust``) and never reaches the save.
 ``SaveTrace``; keyword arguments: ``trace`` (the operation's ``SaveTrace``: storage alias,
 operation, key, size), ``status`` (``succeeded``, ``failed``, ``deferred`` or ``rejected``),
 ``error_code`` (empty on success), ``attempts`` and ``duration_ms``.
-``storage_guard.integrations.metrics`` is its receiver when prometheus-client is installed.
+The Prometheus metrics (``storage_guard.integrations.metrics``) count the same events without
+it: ``telemetry`` calls their counter directly, so a signal with no receivers costs nothing.
 """
 
 from django.dispatch import Signal

@@ -7,6 +7,7 @@ arrive, stash them so that nothing is lost.
 
 from __future__ import annotations
 
+import threading
 import time
 from contextvars import ContextVar
 from functools import cached_property
@@ -44,6 +45,10 @@ from storage_guard.saving.timeouts import AttemptTimeouts, ClientSet, TimeoutRul
 # django-storages 1.14.5 and later: S3Storage.get_available_name only checks the name when the
 # storage overwrites (get_available_overwrite_name); before, Django's loop decides.
 _S3_CHECKS_OVERWRITE_NAME = "get_available_name" in vars(S3Storage)
+
+# The name this thread's latest _fit returned, with its storage and max_length (see _fit).
+_last_fitted = threading.local()
+POLICY_MEMO_SIZE = 64  # sizes whose retry policy a storage keeps (policy_for)
 
 # The SaveAttempt written by the latest save in this thread or task (see save_with_record).
 _last_record: ContextVar = ContextVar("storage_guard_last_record", default=None)
@@ -125,12 +130,27 @@ class GuardedS3Storage(S3Storage):
 
     def policy_for(self, size: int) -> RetryPolicy:
         """The policy for sending ``size`` bytes: the deadline grows by the bytes' travel time
-        at ``put_timeout_rate``, and a retry starts only if a first try's timeout is left."""
-        policy, rule = self.policy, self.timeout_rule
-        deadline = self.retry_deadline + rule.allowance(size)
-        return RetryPolicy(max_attempts=policy.max_attempts, deadline=deadline,
-                           backoff_base=policy.backoff_base, backoff_cap=policy.backoff_cap,
-                           attempt_budget=min(rule.seconds(size), deadline / 2))
+        at ``put_timeout_rate``, and a retry starts only if a first try's timeout is left.
+
+        A pure function of ``size`` (the policy and the rule are fixed): the policies of the
+        last ``POLICY_MEMO_SIZE`` distinct sizes are kept, as most saves repeat a size.
+        """
+        memo = self._policies
+        found = memo.get(size)
+        if found is None:
+            policy, rule = self.policy, self.timeout_rule
+            deadline = self.retry_deadline + rule.allowance(size)
+            if len(memo) >= POLICY_MEMO_SIZE:
+                memo.clear()
+            found = memo[size] = RetryPolicy(
+                max_attempts=policy.max_attempts, deadline=deadline,
+                backoff_base=policy.backoff_base, backoff_cap=policy.backoff_cap,
+                attempt_budget=min(rule.seconds(size), deadline / 2))
+        return found
+
+    @cached_property
+    def _policies(self) -> dict[int, RetryPolicy]:
+        return {}
 
     @cached_property
     def breaker(self) -> CircuitBreaker:
@@ -182,12 +202,24 @@ class GuardedS3Storage(S3Storage):
         return self._fit(super().generate_filename(filename))
 
     def _fit(self, name: str, max_length: int | None = None) -> str:
+        """``name`` cleaned and fitted to the key limits (``keys.fit_name``), or refused.
+
+        A save fits its name twice, in ``get_available_name`` and in ``_save``: within one
+        ``save()``, the name this storage has just fitted in this thread is returned as it is
+        when asked again with no stricter ``max_length`` (fitting a fitted name changes nothing).
+        """
+        last = _last_fitted.__dict__
+        if name is last.get("name") and last.get("storage") is self and (
+                max_length is None or max_length == last.get("max_length")):
+            return name
         try:
-            return keys.fit_name(clean_name(name), location=self.location,
-                                 limits=self.key_limits, max_length=max_length)
+            fitted = keys.fit_name(clean_name(name), location=self.location,
+                                   limits=self.key_limits, max_length=max_length)
         except SaveRejected as exc:
             self._record_rejection(name, exc)
             raise
+        last.update(name=fitted, storage=self, max_length=max_length)
+        return fitted
 
     # ----------------------------------------------------------------- the save path
     def save(self, name, content, max_length=None):
@@ -200,6 +232,7 @@ class GuardedS3Storage(S3Storage):
         without ``pathlib``). ``tests/test_storage_save.py`` pins Django's method to the one
         this mirrors (5.2 to 6.1), so a change there fails the suite.
         """
+        _last_fitted.__dict__.clear()  # a name fitted before this save is fitted again
         if name is None:
             name = content.name
         if not hasattr(content, "chunks"):

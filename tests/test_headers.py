@@ -192,3 +192,26 @@ def test_any_text_is_either_sent_or_refused_as_invalid_header(value):
         assert not sendable
     else:
         assert sendable
+
+
+def test_params_checked_once_are_still_refused_with_a_key_too_long_for_them():
+    """The memo of checked params holds their headers' size, not a verdict: a longer key with
+    the same params is measured again and refused; a bad value is never memoized."""
+    params = {"ContentType": "text/plain", "CacheControl": "max-age=60"}
+    check_headers("short.txt", params, **LIMITS)
+    with pytest.raises(HeadersTooLarge):
+        check_headers("k" * 8000, params, **LIMITS)
+    bad = {"ContentType": "text/plain\r\nX-Evil: 1"}
+    for _try in range(2):
+        with pytest.raises(InvalidHeader):
+            check_headers("short.txt", bad, **LIMITS)
+    with pytest.raises(HeadersTooLarge):  # metadata is never memoized: measured every time
+        check_headers("short.txt", {"Metadata": {"m": "v" * 3000}}, **LIMITS)
+
+
+def test_the_memo_of_checked_params_stays_bounded():
+    from storage_guard.saving import headers
+
+    for number in range(headers.CHECKED_MEMO_SIZE * 2):
+        check_headers("k.txt", {"ContentType": f"type/{number}"}, **LIMITS)
+    assert 0 < len(headers._checked_text_params) <= headers.CHECKED_MEMO_SIZE

@@ -89,6 +89,36 @@ def test_saves_are_counted_by_status_code_duration_and_attempts(client, fault_pr
     assert value(after, "storage_guard_records_up") == 1
 
 
+def test_a_counter_that_fails_never_fails_the_save_and_the_signal_still_goes_out(
+        client, fault_proxy, caplog):
+    """Metrics are counted by a direct call, not through ``save_finished``: a receiver of your
+    own still gets every save's end, and a counter that raises is logged, not raised."""
+    from storage_guard.integrations import metrics
+    from storage_guard.saving import telemetry
+    from storage_guard.signals import save_finished
+
+    heard = []
+
+    def receiver(sender, **kwargs):
+        heard.append((kwargs["status"], kwargs["attempts"], kwargs["trace"].key))
+
+    def broken(*args):
+        raise RuntimeError("counter down")
+
+    save_finished.connect(receiver)
+    telemetry.count_saves(broken)
+    name = f"metrics-broken-{uuid.uuid4().hex[:8]}.txt"
+    try:
+        assert storages["default"].save(name, ContentFile(b"fine")) == name
+    finally:
+        telemetry.count_saves(metrics.count_save)
+        save_finished.disconnect(receiver)
+    assert heard == [("succeeded", 1, name)]
+    assert [r.event for r in caplog.records if r.name == "storage_guard"
+            and getattr(r, "event", "") == "metrics_failed"] == ["metrics_failed"]
+    assert SaveAttempt.objects.filter(name=name, status="succeeded").exists()
+
+
 def test_a_redelivery_is_counted_apart_from_saves(client, fault_proxy):
     [(record_id, _key, _payload)] = stash_failed_saves(fault_proxy, 1)
     before = scrape(client)

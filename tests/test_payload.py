@@ -39,3 +39,39 @@ def test_a_small_payload_is_hashed_at_once():
     item = Payload.from_content(io.BytesIO(data), memory_limit=LIMIT)
     assert item._digest is None
     assert item.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_small_content_file_of_bytes_is_read_as_any_content_is():
+    """``ContentFile`` of bytes skips the wrapper: same bytes, same size, file left at its end,
+    even when it was read half-way before; anything else takes the general path."""
+    from django.core.files.base import ContentFile
+
+    data = os.urandom(2048)
+    content = ContentFile(data)
+    content.read(100)
+    item = Payload.from_content(content, memory_limit=LIMIT)
+    assert (item.data, item.size, item.file) == (data, 2048, None)
+    assert content.file.tell() == 2048
+    assert item.sha256 == hashlib.sha256(data).hexdigest()
+
+    class Shouting(ContentFile):
+        def read(self, *args):
+            return super().read(*args).upper()
+
+    assert Payload.from_content(Shouting(b"quiet"), memory_limit=LIMIT).data == b"QUIET"
+    assert Payload.from_content(ContentFile("text é"), memory_limit=LIMIT).data == \
+        "text é".encode()
+
+
+def test_a_content_file_over_the_memory_limit_or_hashed_ahead_takes_the_general_path():
+    from django.core.files.base import ContentFile
+
+    data = os.urandom(4096)
+    spooled = Payload.from_content(ContentFile(data), memory_limit=1024)
+    try:
+        assert spooled.data is None and spooled.read_all() == data
+    finally:
+        spooled.close()
+    large = Payload.from_content(ContentFile(os.urandom(HASH_AHEAD_BYTES)), memory_limit=LIMIT)
+    assert large._digest is not None  # hashed ahead on the helper, as any large payload is
+    assert large.sha256 == hashlib.sha256(large.data).hexdigest()

@@ -69,6 +69,23 @@ def test_a_name_validated_once_is_not_parsed_again(guarded_storage_factory, read
     assert read_object("once/name.txt") == b"payload"
 
 
+def test_a_save_fits_its_name_once_and_the_next_save_fits_it_again(guarded_storage_factory):
+    """``get_available_name`` and ``_save`` both fit the name; within one save the second is
+    skipped. A later save of the same name object is fitted afresh, to the limits of then."""
+    storage = guarded_storage_factory()
+    with mock.patch.object(storage_module.keys, "fit_name",
+                           wraps=storage_module.keys.fit_name) as fit:
+        assert storage.save("fit/once.txt", ContentFile(b"x")) == "fit/once.txt"
+    assert fit.call_count == 1
+
+    name = "fit/" + "n" * 200 + ".txt"
+    saved = storage.save(name, ContentFile(b"x"))  # the very object the storage fitted
+    assert saved == name
+    storage.max_segment_bytes = 100
+    shortened = storage.save(saved, ContentFile(b"x"))
+    assert shortened != name and len(shortened.split("/")[1].encode()) <= 100
+
+
 def test_a_name_the_storage_changes_is_validated_again(guarded_storage_factory, fault_proxy):
     """A ``get_available_name`` or ``_save`` that returns another name has it validated, as in
     Django: a traversal introduced by either is refused (before the request, for the first)."""

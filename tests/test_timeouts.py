@@ -147,3 +147,18 @@ def test_reads_keep_the_read_timeout(guarded_storage_factory):
     assert storage.client.meta.config.read_timeout == 4.0
     assert storage.clients.client(1.5).meta.config.read_timeout == 1.5
     assert storage.clients.client(4.0) is storage.client
+
+
+def test_the_policy_for_a_size_is_worked_out_once_and_the_memo_stays_bounded(
+        guarded_storage_factory):
+    from storage_guard.storage import POLICY_MEMO_SIZE
+
+    storage = standard_storage(guarded_storage_factory)
+    first = storage.policy_for(2 * KB)
+    assert storage.policy_for(2 * KB) is first
+    assert first.deadline == pytest.approx(
+        storage.retry_deadline + 2 * KB / storage.put_timeout_rate)
+    for size in range(POLICY_MEMO_SIZE * 2):
+        storage.policy_for(size)
+    assert 0 < len(storage._policies) <= POLICY_MEMO_SIZE
+    assert storage.policy_for(64 * MB).deadline > storage.policy_for(KB).deadline

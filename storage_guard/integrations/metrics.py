@@ -3,8 +3,8 @@
 Without the package nothing here imports it: ``AppConfig.ready`` installs the metrics only when
 ``prometheus_client`` can be imported, and ``metrics_view`` then answers 501.
 
-Counted in the process that saves (``signals.save_finished``), so under gunicorn each worker
-counts its own; set ``PROMETHEUS_MULTIPROC_DIR`` and the view adds up every process's files:
+Counted in the process that saves (``telemetry`` calls ``count_save``), so under gunicorn each
+worker counts its own; set ``PROMETHEUS_MULTIPROC_DIR`` and the view adds up every process's files:
 
 * ``storage_guard_saves_total{storage, operation, status, error_code}``
 * ``storage_guard_save_duration_seconds{storage, operation, status}`` (histogram)
@@ -66,16 +66,16 @@ def install() -> bool:
     global _installed
     if prometheus_client is None or _installed:
         return _installed
-    from storage_guard.signals import save_finished
+    from storage_guard.saving import telemetry
 
-    save_finished.connect(count_save, dispatch_uid="storage_guard.integrations.metrics")
+    telemetry.count_saves(count_save)
     prometheus_client.REGISTRY.register(COLLECTOR)
     _installed = True
     return True
 
 
-def count_save(sender, *, trace, status: str, error_code: str, attempts: int,
-               duration_ms: float, **kwargs) -> None:
+def count_save(trace, status: str, error_code: str, attempts: int, duration_ms: float) -> None:
+    """Count the end of a save or redelivery (``telemetry`` calls it for every one)."""
     storage = trace.storage_alias or "-"
     saves, duration, attempts_seen = _children(storage, trace.operation, status, error_code)
     saves.inc()

@@ -146,13 +146,23 @@ def check_headers(key: str, params: dict, *, max_metadata_bytes: int,
                   max_header_bytes: int) -> None:
     """Raise InvalidHeader for a value HTTP cannot carry, HeadersTooLarge when the metadata
     or the whole header section is over budget."""
+    text_params = _text_params(params)
+    params_bytes = _checked_text_params.get(text_params) if text_params else None
+    if params_bytes is not None and \
+            _request_line(key) + FIXED_ALLOWANCE + params_bytes <= max_header_bytes:
+        return  # values already checked, no metadata, and the whole section fits
     check_header_values(key, params)
     meta = metadata_bytes(params.get("Metadata"))
     sizes = header_sizes(params)
-    total = _request_line(key) + FIXED_ALLOWANCE + _signed_headers(sizes) + sum(sizes.values())
+    params_bytes = _signed_headers(sizes) + sum(sizes.values())
+    total = _request_line(key) + FIXED_ALLOWANCE + params_bytes
     over_meta = meta > max_metadata_bytes
     over_total = total > max_header_bytes
     if not (over_meta or over_total):
+        if text_params:
+            if len(_checked_text_params) >= CHECKED_MEMO_SIZE:
+                _checked_text_params.clear()
+            _checked_text_params[text_params] = params_bytes
         return
     largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:SHOW_LARGEST]
     raise HeadersTooLarge(
@@ -164,6 +174,22 @@ def check_headers(key: str, params: dict, *, max_metadata_bytes: int,
                   if over],
         largest=[list(item) for item in largest],
     )
+
+
+# Params whose values are all text, no metadata among them, that passed check_header_values ->
+# the bytes their headers take. Most saves send the same few (a content type, a cache control).
+_checked_text_params: dict[tuple, int] = {}
+CHECKED_MEMO_SIZE = 256
+
+
+def _text_params(params: dict) -> tuple | None:
+    """``params`` as a hashable tuple when every value is a ``str`` (metadata is a dict, so
+    never); None otherwise."""
+    items = tuple(params.items())
+    for _param, value in items:
+        if type(value) is not str:
+            return None
+    return items
 
 
 def _message(key, meta, total, meta_limit, header_limit, largest) -> str:

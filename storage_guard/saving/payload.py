@@ -23,6 +23,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
+from django.core.files.base import ContentFile
 from storages.utils import ReadBytesWrapper, is_seekable
 
 CHUNK = 1024 * 1024
@@ -71,6 +72,20 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def _small_bytes(content, most: int) -> bytes | None:
+    """The bytes of a ``ContentFile`` of bytes of at most ``most`` bytes, read as
+    ``from_content`` reads any content (from the first byte, leaving the file at its end);
+    None for any other content, which takes the general path."""
+    file = content.file if type(content) is ContentFile else None
+    if type(file) is not io.BytesIO:
+        return None
+    data = file.getvalue()
+    if len(data) > most:
+        return None
+    file.seek(0, os.SEEK_END)
+    return data
+
+
 class Payload:
     """Rewindable content with its size and SHA-256.
 
@@ -115,6 +130,9 @@ class Payload:
         their SHA-256 (``signed_hash.signs_payload``): then nothing is hashed ahead, the PUT's
         hash is adopted (``adopt_sha256``), and the bytes are hashed only if it never comes.
         """
+        small = _small_bytes(content, min(memory_limit, HASH_AHEAD_BYTES - 1))
+        if small is not None:
+            return cls(data=small, size=len(small))
         source = ReadBytesWrapper(content)
         if is_seekable(content):
             content.seek(0, os.SEEK_SET)

@@ -246,12 +246,21 @@ class SaveTrace(RetryListener):
 
     # ------------------------------------------------------------------ shared pieces
     def _announce(self, status: str, code: str, outcome: Outcome | None) -> None:
-        """``signals.save_finished`` for the end of a save or redelivery (metrics listen)."""
-        if self.is_write:
-            signals.save_finished.send_robust(
-                SaveTrace, trace=self, status=status, error_code=code,
-                attempts=outcome.attempt_count if outcome else 0,
-                duration_ms=outcome.duration_ms if outcome else 0.0)
+        """The end of a save or redelivery: counted (``count_saves``) and sent as
+        ``signals.save_finished`` (a signal with no receivers costs a check)."""
+        if not self.is_write:
+            return
+        attempts = outcome.attempt_count if outcome else 0
+        duration_ms = outcome.duration_ms if outcome else 0.0
+        if _counter is not None:
+            try:
+                _counter(self, status, code, attempts, duration_ms)
+            except Exception:  # counting must never fail a save
+                logger.warning("metrics_failed: a save could not be counted", exc_info=True,
+                               extra={"event": "metrics_failed"})
+        signals.save_finished.send_robust(SaveTrace, trace=self, status=status,
+                                          error_code=code, attempts=attempts,
+                                          duration_ms=duration_ms)
 
     def _outcome_fields(self, outcome: Outcome, event: str, status: str) -> dict:
         result = outcome.classification
@@ -304,6 +313,18 @@ class SaveTrace(RetryListener):
             data.update(error_code=result.code, transient=result.transient,
                         request_id=result.request_id)
         return data
+
+
+# What counts every save's end (integrations.metrics.count_save, when prometheus-client is
+# installed): called directly, a signal's dispatch would double what counting costs.
+_counter = None
+
+
+def count_saves(counter) -> None:
+    """Have ``counter(trace, status, error_code, attempts, duration_ms)`` called at the end of
+    every save and redelivery (None: no longer)."""
+    global _counter
+    _counter = counter
 
 
 _CALLER = SaveTrace._log.__code__  # the caller every trace line names (file, line, function)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from storage_guard import conf, signals
 from storage_guard.integrations import sentry
@@ -65,6 +64,7 @@ class SaveTrace(RetryListener):
     record_id: int | None = None
     attempts: list[AttemptInfo] = field(default_factory=list)
     _trace_id: str = field(default="", repr=False)
+    _short_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not sentry.installed():  # a flag read; wires sentry up once it has been imported
@@ -82,10 +82,13 @@ class SaveTrace(RetryListener):
             self._trace_id = f"{random.getrandbits(48):012x}"
         return self._trace_id
 
-    @cached_property
+    @property
     def short_key(self) -> str:
-        """The key as log lines show it: shortened to ``LOG_KEY_CHARS`` and escaped."""
-        return escape_controls(preview_key(self.key, conf.get("LOG_KEY_CHARS")))
+        """The key as log lines show it: shortened to ``LOG_KEY_CHARS`` and escaped (worked
+        out on first use)."""
+        if not self._short_key:
+            self._short_key = escape_controls(preview_key(self.key, conf.get("LOG_KEY_CHARS")))
+        return self._short_key
 
     def _event(self, suffix: str) -> str:
         return ("save_" if self.is_write else "read_") + suffix
@@ -106,17 +109,7 @@ class SaveTrace(RetryListener):
         fields = self.fields(**extra)
         if escaped:
             fields[ESCAPED] = True
-        if type(logger).makeRecord is not _STOCK_MAKE_RECORD:  # a logger class of its own
-            logger.handle(logger.makeRecord(logger.name, level, _CALLER.co_filename,
-                                            _CALLER.co_firstlineno, msg, args, None, "_log",
-                                            fields))
-            return
-        # What Logger.makeRecord does, without checking each field's name against the record's
-        # attributes: these names are ours, and tests/test_logging.py checks none collides.
-        record = logging.getLogRecordFactory()(logger.name, level, _CALLER.co_filename,
-                                               _CALLER.co_firstlineno, msg, args, None, "_log")
-        record.__dict__.update(fields)
-        logger.handle(record)
+        _emit(level, msg, args, fields)
 
     # ------------------------------------------------------------------ RetryListener
     def attempt_started(self, number: int) -> None:
@@ -172,14 +165,20 @@ class SaveTrace(RetryListener):
             return
         event = self._event("success")
         request_id, host_id = _response_ids(outcome.value)
-        # Every text value below is escaped here or is ours (constants, hex, the escaped key).
-        self._log(level, "%s %s %s in %.1f ms after %s attempt(s)", event, self.operation,
-                  self.short_key, outcome.duration_ms, count, escaped=True, event=event,
-                  storage=escape_controls(self.storage_alias), attempt=count, attempts=count,
-                  error_code=escape_controls(outcome.attempts[0].code) if retried else "",
-                  duration_ms=round(outcome.duration_ms, 2),
-                  request_id=escape_controls(request_id), host_id=escape_controls(host_id),
-                  sha256=self.sha256 if self.is_write else "")
+        key, duration = self.short_key, outcome.duration_ms
+        # The line every save writes, so its fields are built in one dict (those of fields(),
+        # in the same order, then the success's). Every text value is escaped here or is ours
+        # (constants, hex, the escaped key): the escaping filter leaves the line alone.
+        _emit(level, "%s %s %s in %.1f ms after %s attempt(s)",
+              (event, self.operation, key, duration, count), {
+                  "storage": escape_controls(self.storage_alias), "operation": self.operation,
+                  "key": key, "key_bytes": self.key_bytes, "size": self.size,
+                  "record_id": self.record_id, "trace_id": self.trace_id, "event": event,
+                  "attempt": count, "attempts": count,
+                  "error_code": escape_controls(outcome.attempts[0].code) if retried else "",
+                  "duration_ms": round(duration, 2), "request_id": escape_controls(request_id),
+                  "host_id": escape_controls(host_id),
+                  "sha256": self.sha256 if self.is_write else "", ESCAPED: True})
 
     def stashed(self, outcome: Outcome, status: str) -> None:
         """A save gave up: its bytes are in the stash and ``record_id`` is its row."""
@@ -325,6 +324,21 @@ def count_saves(counter) -> None:
     every save and redelivery (None: no longer)."""
     global _counter
     _counter = counter
+
+
+def _emit(level: int, msg: str, args: tuple, fields: dict) -> None:
+    """Hand one line to ``logger`` (enabled for ``level``), ``fields`` as its extra attributes."""
+    if type(logger).makeRecord is not _STOCK_MAKE_RECORD:  # a logger class of its own
+        logger.handle(logger.makeRecord(logger.name, level, _CALLER.co_filename,
+                                        _CALLER.co_firstlineno, msg, args, None, "_log",
+                                        fields))
+        return
+    # What Logger.makeRecord does, without checking each field's name against the record's
+    # attributes: these names are ours, and tests/test_logging.py checks none collides.
+    record = logging.getLogRecordFactory()(logger.name, level, _CALLER.co_filename,
+                                           _CALLER.co_firstlineno, msg, args, None, "_log")
+    record.__dict__.update(fields)
+    logger.handle(record)
 
 
 _CALLER = SaveTrace._log.__code__  # the caller every trace line names (file, line, function)

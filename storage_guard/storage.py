@@ -385,10 +385,13 @@ class GuardedS3Storage(S3Storage):
         if not success_records.wants_success_record(outcome.attempt_count):
             return trace.succeeded(outcome)
         try:
-            record = success_records.write_success({
-                **self._base_fields(name, trace, params), "status": Status.SUCCEEDED,
-                "attempts": outcome.attempt_count, "duration_ms": outcome.duration_ms,
-                "attempt_log": [a.as_dict() for a in outcome.attempts] if trace.attempts else []})
+            fields = self._base_fields(name, trace, params)
+            fields["status"] = Status.SUCCEEDED
+            fields["attempts"] = outcome.attempt_count
+            fields["duration_ms"] = outcome.duration_ms
+            fields["attempt_log"] = [a.as_dict() for a in outcome.attempts] \
+                if trace.attempts else []
+            record = success_records.write_success(fields)
             if record is not None:
                 trace.record_id = record.pk
                 _last_record.set(record)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -166,9 +167,13 @@ from storage_guard.integrations.metrics import metrics_view
 call_command("migrate", verbosity=0)
 names = [storages["default"].save(f"metrics-mp-{os.getpid()}-{n}.txt", ContentFile(b"x"))
          for n in range(int(sys.argv[2]))]
-response = metrics_view(RequestFactory().get("/metrics"))
+if os.environ.get("SG_NO_SCRAPE"):  # the process ends without a scrape: atexit applies
+    response = None
+else:
+    response = metrics_view(RequestFactory().get("/metrics"))
 print(json.dumps({"saved": len(names), "imported": sys.modules.get("prometheus_client") is not None,
-                  "status": response.status_code, "body": response.content.decode()[:60]}))
+                  "status": response and response.status_code,
+                  "body": response and response.content.decode()[:60]}))
 """
 
 
@@ -201,6 +206,57 @@ def test_several_processes_count_into_one_scrape(client, fault_proxy, tmp_path, 
     assert value(scraped, "storage_guard_save_attempts_count", storage="default",
                  operation="save") == 6
     assert value(scraped, "storage_guard_records_up") == 1  # the scrape-time part is there too
+
+
+def test_a_process_that_ends_without_a_scrape_still_leaves_its_counts(client, fault_proxy,
+                                                                       tmp_path, monkeypatch):
+    """Saves are queued and applied later: the queue is applied at exit, so a worker's last
+    saves reach its multi-process file even if nothing scraped it."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "SG_NO_SCRAPE": "1"}
+    assert outcome_of(saver(fault_proxy, 3, env))["status"] is None
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert saves(scrape(client), "succeeded") == 3
+
+
+def test_the_applier_thread_counts_saves_without_a_scrape(fault_proxy, monkeypatch):
+    from storage_guard.integrations import metrics
+
+    def counted() -> float:  # this metric alone: no collector of storage_guard's runs
+        return sum(sample.value for family in metrics.SAVES.collect()
+                   for sample in family.samples
+                   if sample.name == "storage_guard_saves_total"
+                   and sample.labels == {"storage": "default", "operation": "save",
+                                         "status": "succeeded", "error_code": ""})
+
+    metrics.apply_pending()
+    monkeypatch.setattr(metrics, "APPLY_INTERVAL", 0.05)
+    time.sleep(1.1)  # the thread's current sleep (of the old interval) ends
+    before = counted()
+    storages["default"].save(f"metrics-thread-{uuid.uuid4().hex[:8]}.txt", ContentFile(b"x"))
+    deadline = time.monotonic() + 10
+    while counted() == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counted() == before + 1
+    assert metrics._applier is not None and metrics._applier.is_alive()
+
+
+def test_a_forked_child_starts_with_its_own_queue_and_thread():
+    from storage_guard.integrations import metrics
+
+    metrics._start_applier()
+    metrics._pending.append(("parent", "save", "succeeded", "", 1, 1.0))
+    assert metrics._applier is not None
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, json.dumps([len(metrics._pending), metrics._applier is None]).encode())
+        os._exit(0)
+    os.close(write)
+    reported = json.loads(os.read(read, 100))
+    os.waitpid(child, 0)
+    os.close(read)
+    metrics.apply_pending()
+    assert reported == [0, True]
 
 
 def test_storage_guard_works_without_prometheus_client(fault_proxy):

@@ -3,8 +3,10 @@
 Without the package nothing here imports it: ``AppConfig.ready`` installs the metrics only when
 ``prometheus_client`` can be imported, and ``metrics_view`` then answers 501.
 
-Counted in the process that saves (``telemetry`` calls ``count_save``), so under gunicorn each
-worker counts its own; set ``PROMETHEUS_MULTIPROC_DIR`` and the view adds up every process's files:
+Counted in the process that saves (``telemetry`` calls ``count_save``, which queues the save; a
+thread applies the queue every ``APPLY_INTERVAL`` seconds, a scrape and the exit apply it at
+once), so under gunicorn each worker counts its own; set ``PROMETHEUS_MULTIPROC_DIR`` and the
+view adds up every process's files:
 
 * ``storage_guard_saves_total{storage, operation, status, error_code}``
 * ``storage_guard_save_duration_seconds{storage, operation, status}`` (histogram)
@@ -24,7 +26,11 @@ Computed when scraped (``StorageGuardCollector``), from state every process shar
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+import time
+from collections import deque
 
 from django.http import HttpResponse
 from django.utils import timezone
@@ -69,19 +75,73 @@ def install() -> bool:
     from storage_guard.saving import telemetry
 
     telemetry.count_saves(count_save)
+    os.register_at_fork(after_in_child=_after_fork)
+    atexit.register(apply_pending)  # a worker's last saves reach its multi-process files
     prometheus_client.REGISTRY.register(COLLECTOR)
     _installed = True
     return True
 
 
+# ----------------------------------------------------------------------------- counting saves
+# A save's end is queued here and applied to the metrics later, in one warm loop: by the
+# applier thread every APPLY_INTERVAL seconds, by a scrape of this process before it reads them,
+# and at exit. Queuing costs the save one append; three metric updates under their locks, run
+# cold between two network waits, cost it tens of microseconds.
+APPLY_INTERVAL = 1.0
+_pending: deque = deque()  # (storage, operation, status, error_code, attempts, duration_ms)
+_applier: threading.Thread | None = None
+_applier_lock = threading.Lock()
+
+
 def count_save(trace, status: str, error_code: str, attempts: int, duration_ms: float) -> None:
     """Count the end of a save or redelivery (``telemetry`` calls it for every one)."""
-    storage = trace.storage_alias or "-"
-    saves, duration, attempts_seen = _children(storage, trace.operation, status, error_code)
-    saves.inc()
-    if duration is not None:  # a rejection was refused before any request
-        duration.observe(duration_ms / 1000)
-        attempts_seen.observe(attempts)
+    _pending.append((trace.storage_alias or "-", trace.operation, status, error_code, attempts,
+                     duration_ms))
+    if _applier is None:
+        _start_applier()
+
+
+def apply_pending() -> int:
+    """Apply every queued save to the metrics; how many there were."""
+    applied = 0
+    while True:
+        try:
+            storage, operation, status, code, attempts, duration_ms = _pending.popleft()
+        except IndexError:
+            return applied
+        saves, duration, attempts_seen = _children(storage, operation, status, code)
+        saves.inc()
+        if duration is not None:  # a rejection was refused before any request
+            duration.observe(duration_ms / 1000)
+            attempts_seen.observe(attempts)
+        applied += 1
+
+
+def _start_applier() -> None:
+    global _applier
+    with _applier_lock:
+        if _applier is None:
+            _applier = threading.Thread(target=_apply_every_interval, daemon=True,
+                                        name="storage_guard-metrics")
+            _applier.start()
+
+
+def _apply_every_interval() -> None:
+    while True:
+        time.sleep(APPLY_INTERVAL)
+        try:
+            apply_pending()
+        except Exception:  # the thread must outlive a bad update
+            logger.warning("metrics: queued saves could not be counted", exc_info=True,
+                           extra={"event": "metrics_failed"})
+
+
+def _after_fork() -> None:
+    """The child counts its own saves: the parent's queue and thread stay the parent's."""
+    global _applier, _applier_lock
+    _pending.clear()
+    _applier, _applier_lock = None, threading.Lock()
+
 
 
 _CHILDREN: dict[tuple, tuple] = {}
@@ -108,6 +168,7 @@ class StorageGuardCollector:
         return []  # nothing is read when the collector is registered
 
     def collect(self):
+        apply_pending()  # whatever the exposition, queued saves are counted by its next read
         yield from breaker_metrics()
         yield from record_metrics()
 
@@ -208,5 +269,6 @@ def metrics_view(request):
         return HttpResponse("prometheus-client is not installed: pip install "
                             "'django-storage-guard[metrics]'\n", status=501,
                             content_type="text/plain; charset=utf-8")
+    apply_pending()  # this process's queued saves, before the metrics are read
     return HttpResponse(prometheus_client.generate_latest(scrape_registry()),
                         content_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -584,3 +584,29 @@ def test_a_json_wrapper_is_serialized_once_only_when_it_can_be():
     plain = Jsonb({"a": 1})
     assert success_records._serialized(plain) is plain
     assert success_records._serialized('{"a": 1}') == '{"a": 1}'
+
+
+def test_the_record_queue_keeps_queue_semantics():
+    """``put_nowait`` in one frame: FIFO, ``Full`` at the bound, counted for ``join``, and a
+    ``get()`` blocked in another thread is woken."""
+    import queue
+    import threading
+
+    records = success_records.RecordQueue(2)
+    records.put_nowait("a")
+    records.put_nowait("b")
+    with pytest.raises(queue.Full):
+        records.put_nowait("c")
+    assert (records.qsize(), records.unfinished_tasks) == (2, 2)
+    assert [records.get_nowait(), records.get_nowait()] == ["a", "b"]
+
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(records.get(timeout=30)))
+    waiter.start()
+    time.sleep(0.05)  # the waiter is blocked in get()
+    records.put_nowait("woken")
+    waiter.join(30)
+    assert got == ["woken"]
+    for _done in range(3):
+        records.task_done()
+    assert records.unfinished_tasks == 0

@@ -99,6 +99,19 @@ def write_success(fields: dict) -> SaveAttempt | None:
 
 
 # ----------------------------------------------------------------- the writer
+class RecordQueue(queue.Queue):
+    """A bounded FIFO whose ``put_nowait`` (the one call a save makes) runs in one frame."""
+
+    def put_nowait(self, item) -> None:
+        """``Queue.put(item, block=False)`` without its layers of Python calls."""
+        with self.mutex:  # the lock under not_empty, not_full and all_tasks_done
+            if 0 < self.maxsize <= len(self.queue):
+                raise queue.Full
+            self.queue.append(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+
 class RecordWriter:
     """A bounded queue of success records and the thread that writes them in batches."""
 
@@ -108,10 +121,11 @@ class RecordWriter:
     def _reset(self) -> None:
         """A fresh, empty writer for this process (at creation and after a fork)."""
         self.pid = os.getpid()
-        self.queue: queue.Queue = queue.Queue(conf.get("RECORD_QUEUE_SIZE"))
+        self.queue: RecordQueue = RecordQueue(conf.get("RECORD_QUEUE_SIZE"))
         self.batch_size = conf.get("RECORD_BATCH_SIZE")
         self.linger = conf.get("RECORD_LINGER")
         self.thread: threading.Thread | None = None
+        self.running = False  # the thread is in _run (cheaper to read than is_alive())
         self.lock = threading.Lock()
         # set by flush() and stop(): the writer stops gathering and writes what it has
         self.wake = threading.Event()
@@ -123,7 +137,8 @@ class RecordWriter:
         """Queue one record; if the queue is full, write it here and return it."""
         if self.pid != os.getpid():
             self._reset()  # a fork that os.register_at_fork did not see
-        self._ensure_thread()
+        if not self.running:
+            self._ensure_thread()
         fields["created_at"] = fields["updated_at"] = timezone.now()  # the save's time
         try:
             self.queue.put_nowait(fields)
@@ -194,6 +209,7 @@ class RecordWriter:
 
     # ------------------------------------------------------------- the writer thread
     def _run(self) -> None:
+        self.running = True
         try:
             stopped = False
             while not stopped:
@@ -201,6 +217,7 @@ class RecordWriter:
                 self._gather(first)
                 stopped = self._process([first, *self._take(self.batch_size - 1)])
         finally:
+            self.running = False
             connections.close_all()
 
     def _gather(self, first) -> None:

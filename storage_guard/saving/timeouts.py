@@ -67,11 +67,13 @@ class AttemptTimeouts:
                  clock=time.monotonic):
         self.rule, self.size, self.ends_at, self.clock = rule, size, ends_at, clock
         self.timed_out = 0
-        self.current = timeout_class(rule.seconds(size))
+        self.current = self._first = timeout_class(rule.seconds(size))
 
     def start(self, number: int) -> float:
-        wanted = self.rule.seconds(self.size, self.timed_out)
-        self.current = timeout_class(wanted)
+        if self.timed_out:
+            self.current = timeout_class(self.rule.seconds(self.size, self.timed_out))
+        else:  # no timeout yet: the class worked out for the first try
+            self.current = self._first
         if self.current > self.rule.ceiling:
             self.current = timeout_class(self.rule.ceiling, up=False)
         if self.ends_at is not None:

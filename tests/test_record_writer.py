@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -24,6 +25,7 @@ from asgiref.sync import sync_to_async
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from storage_guard import checks
 from storage_guard.errors import SaveFailed
@@ -152,32 +154,113 @@ def test_queued_records_are_written_in_batches(background_writer):
     assert names("batch/") == [f"batch/{n:02d}" for n in range(25)]
 
 
-def test_a_batch_stores_any_text_as_the_synchronous_insert_would(background_writer):
-    """The writer prepares each column once per batch (``_column_plan``): text from outside
-    (NUL, lone surrogates, bytes, over-long values) is stored exactly as ``insert_attempt``
-    stores it, and defaults and timestamps are filled in."""
+# What COPY's text format reads as escapes, column ends and row ends; what the databases refuse
+# (NUL, lone surrogates); a character outside the BMP.
+HOSTILE = ("tab\there line\nfeed return\rhere back\\slash \\N \\. nul\x00 lone\ud800 "
+           "astral\U0001f600 bell\x07 ")
+SAVED_AT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+class Shown(str):
+    """Text whose ``str()`` is not its characters (a mixin enum's is ``"Kind.PLAIN"``): a
+    database stores its characters."""
+
+    def __str__(self) -> str:
+        return "shown"
+
+
+def hostile_rows() -> list[dict]:
+    """Success records whose every kind of value the writer converts itself: COPY's special
+    characters, text the databases refuse, text over its column's length, bytes, numbers of
+    another type, NULLs, floats that print long, big integers, JSON holding all of these."""
+    return [
+        {**fields(f"hostile/{HOSTILE}"), "bucket": HOSTILE * 20, "content_type": HOSTILE,
+         "storage_alias": "\\", "sha256": "\\N", "status": "\t", "error_code": "\r\n",
+         "error_message": HOSTILE * 300, "request_id": "\x00" * 100, "host_id": "\ud800" * 100,
+         "stash_location": HOSTILE, "created_at": SAVED_AT, "updated_at": SAVED_AT,
+         "write_params": {HOSTILE: HOSTILE, "ContentType": "a\tb\\c"},
+         "attempt_log": [{"error": HOSTILE, "delay": 0.1}, HOSTILE, None, 2**70, 1e-7, True],
+         "storage_spec": {"backend": HOSTILE, "options": {"k\x00": ["\ud800", "\U0001f600"]}},
+         "error_response": {"Error": {"Message": HOSTILE, "Code": "\\N"}}},
+        {**fields("hostile/nulls"), "size": None, "transient": None, "error_response": None,
+         "storage_spec": None, "recovered_at": None, "next_retry_at": None, "write_params": {},
+         "created_at": SAVED_AT, "updated_at": SAVED_AT + timedelta(microseconds=1)},
+        {**fields("hostile/numbers"), "size": 2**62, "key_bytes": 2**31 - 1, "duration_ms": 0.1,
+         "attempts": True, "transient": False, "error_response": [0.1, 1e-7, -(2**62), 2**70],
+         "error_category": "plain text too long " * 5},
+        # Two rows with the same keys: their columns are converted together.
+        {**fields("hostile/floats"), "size": -(2**62), "duration_ms": 1e-7, "transient": True,
+         "content_type": "plain text too long " * 20},
+        {**fields("hostile/floats-2"), "size": 0, "duration_ms": 1e300, "transient": True,
+         "content_type": HOSTILE},
+        {**fields("hostile/types"), "content_type": b"\x89PNG secret bytes", "bucket": 12345,
+         "error_message": bytearray(b"secret bytes"), "error_code": Shown("plain"),
+         "stash_location": Shown("plain"), "duration_ms": 3, "recovered_at": SAVED_AT,
+         "next_retry_at": datetime(2026, 1, 2, 3, 4, 5)},  # naive: Django makes it aware
+        {key: value for key, value in fields("hostile/defaults").items()
+         if key not in ("attempt_log", "duration_ms", "write_params")},
+    ]
+
+
+# Every column but the ones a synchronous insert fills itself (auto_now timestamps, the id).
+COMPARED = [field.attname for field in SaveAttempt._meta.concrete_fields
+            if field.attname not in ("id", "created_at", "updated_at")]
+
+
+def write_through_the_writer(writer, rows: list[dict], *, inserts: int) -> list[int]:
+    """Queue ``rows`` and flush them as one batch written by ``inserts`` INSERT statements
+    (0: by COPY); the ids they got, in order."""
+    first = SaveAttempt.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    for row in rows:
+        writer.queue.put_nowait(dict(row))
+    with CaptureQueriesContext(connection) as queries:
+        assert writer.flush() and writer.lost == 0
+    assert inserts == len([q for q in queries.captured_queries if "INSERT INTO" in q["sql"]])
+    return list(SaveAttempt.objects.filter(id__gt=first).order_by("id")
+                .values_list("id", flat=True))
+
+
+def stored(ids: list[int]) -> list[dict]:
+    """The compared columns of the rows with these ids, in their order."""
+    by_id = SaveAttempt.objects.in_bulk(ids)
+    return [{column: getattr(by_id[pk], column) for column in COMPARED} for pk in ids]
+
+
+@pytest.mark.filterwarnings("ignore:DateTimeField .* received a naive datetime")
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "executemany"])
+def test_a_batch_stores_any_value_as_the_synchronous_insert_would(background_writer,
+                                                                   monkeypatch, copy):
+    """The writer converts values itself (``COPY`` text on PostgreSQL with psycopg 3,
+    parameters for ``executemany`` elsewhere): every column of every row is stored exactly as
+    ``insert_attempt`` stores it, whatever the text (COPY's escapes, NUL, lone surrogates,
+    over-long), type, NULL or number."""
+    copying = copy and success_records.copy_supported(connection)
+    monkeypatch.setattr(success_records, "copy_supported", lambda _: copying)
     writer = background_writer()
-    hostile = {**fields("plan/a\x00b\ud800.txt"), "content_type": b"\x89PNG secret bytes",
-               "bucket": "x" * 1000, "write_params": {"Metadata": {"k": "v\x00\ud800"}},
-               "error_message": b"secret bytes", "duration_ms": 3, "attempts": True}
-    plain = {key: value for key, value in fields("plan/plain.txt").items()
-             if key not in ("attempt_log", "duration_ms")}  # left to the model's defaults
-    writer.queue.put_nowait(hostile)
-    writer.queue.put_nowait(plain)
-    assert writer.flush() and writer.lost == 0
-    row = SaveAttempt.objects.get(name__startswith="plan/a")
-    reference = records.insert_attempt(**{**fields("ref/a\x00b\ud800.txt"), **{
-        k: hostile[k] for k in ("content_type", "bucket", "write_params")}})
-    for column in ("content_type", "bucket", "write_params"):
-        assert getattr(row, column) == getattr(reference, column), column
-    assert row.name == "plan/a\\x00b\\ud800.txt" and row.content_type == "<17 bytes>"
-    assert row.error_message == "<12 bytes>"  # a text column without a length too
-    assert len(row.bucket) == SaveAttempt._meta.get_field("bucket").max_length
-    assert (row.duration_ms, row.attempts) == (3.0, 1)
-    assert row.key_digest == records.key_digest(hostile["key"])
-    default = SaveAttempt.objects.get(name="plan/plain.txt")
-    assert (default.attempt_log, default.duration_ms) == ([], 0.0)
-    assert default.created_at is not None and default.created_at == default.updated_at
+    rows = hostile_rows()
+    started = timezone.now()
+
+    written = write_through_the_writer(writer, rows, inserts=0 if copying else 1)
+    references = [records.insert_attempt(**dict(row)).pk for row in rows]
+
+    assert len(written) == len(rows)
+    assert stored(written) == stored(references)
+    by_id = SaveAttempt.objects.in_bulk(written)
+    hostile, nulls, numbers, floats, _floats_2, types, defaults = (by_id[pk] for pk in written)
+    assert hostile.name == "hostile/" + HOSTILE.replace("\x00", "\\x00").replace(
+        "\ud800", "\\ud800")  # storable: escaped; COPY's characters kept as they are
+    for row, column in ((hostile, "bucket"), (numbers, "error_category"),
+                        (floats, "content_type")):  # cut to their columns
+        assert len(getattr(row, column)) == SaveAttempt._meta.get_field(column).max_length
+    assert (hostile.sha256, hostile.storage_alias, hostile.status) == ("\\N", "\\", "\t")
+    assert hostile.created_at == hostile.updated_at == SAVED_AT
+    assert (nulls.created_at, nulls.updated_at) == (SAVED_AT, SAVED_AT + timedelta(microseconds=1))
+    assert hostile.key_digest == records.key_digest(rows[0]["key"])
+    assert (types.content_type, types.error_message, types.bucket) == (
+        "<17 bytes>", "<12 bytes>", "12345")
+    assert (types.error_code, types.stash_location, types.duration_ms) == ("plain", "plain", 3.0)
+    assert (defaults.attempt_log, defaults.duration_ms, defaults.write_params) == ([], 0.0, {})
+    assert started <= defaults.created_at == defaults.updated_at <= timezone.now()
 
 
 def test_json_values_rows_repeat_are_stored_as_each_row_sent_them(background_writer):
@@ -231,6 +314,28 @@ def test_without_psycopg3_a_batch_is_written_by_executemany(background_writer, m
     inserts = [q["sql"] for q in queries.captured_queries if "INSERT INTO" in q["sql"]]
     assert [sql.split(" times:")[0] for sql in inserts] == ["10", "2"]
     assert names("nocopy/") == [f"nocopy/{n:02d}" for n in range(12)]
+
+
+class Moment(datetime):
+    """A datetime of a class of its own (freezegun's, pendulum's): not one COPY's text knows."""
+
+
+@pytest.mark.postgres
+@on_postgres
+def test_a_value_copy_does_not_know_sends_its_batch_through_executemany(background_writer):
+    """COPY text is written only for the types Django prepares this model's columns into; a
+    batch holding anything else is written by executemany, as psycopg adapts it."""
+    writer = background_writer()
+    saved_at = Moment(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    rows = [{**fields("moment/a"), "created_at": saved_at, "updated_at": saved_at},
+            fields("moment/b")]
+
+    written = write_through_the_writer(writer, rows, inserts=1)
+
+    assert [SaveAttempt.objects.get(pk=pk).name for pk in written] == ["moment/a", "moment/b"]
+    assert SaveAttempt.objects.get(pk=written[0]).created_at == saved_at
+    with pytest.raises(success_records.NotCopyText):
+        success_records.copy_value(saved_at)
 
 
 @pytest.mark.postgres

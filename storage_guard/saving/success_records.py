@@ -5,10 +5,24 @@ an fsync on SQLite, 30 to 40 % of a 2 KB save. With ``RECORD_WRITER = "backgroun
 default) the save only puts the record's fields on a bounded in-process queue; one daemon thread
 per process takes them off in batches (whatever arrived within ``RECORD_LINGER`` of a batch's
 first record, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY``
-(PostgreSQL) or ``executemany`` and one commit on the record alias. The few JSON values that
-rows repeat (an empty attempt log, ``{"ContentType": ...}``) are prepared and serialized once.
+(PostgreSQL with psycopg 3) or ``executemany`` and one commit on the record alias.
 Failure records, rejections and stashes never go through here: they stay synchronous and
 durable (``storage.py``, ``records.insert_failure``).
+
+How a batch is written (``insert_many``), with as little CPU per row as it takes: on a busy
+machine the writer's every microsecond is taken from the saves. The rows are converted column
+by column, ``YIELD_EVERY`` rows at a time, so most values cost a comprehension step, not a few
+calls: text that is printable (for ``COPY``, without a backslash) and fits its column is
+checked for a whole column at once and used as it is; numbers of the column's own type and,
+for ``COPY``, aware datetimes are not prepared (Django would return them unchanged); a row's
+two timestamps (one object) are converted once, and the JSON values that rows repeat (an
+empty attempt log, ``{"ContentType": ...}``) once for all rows. Every other value takes the
+exact path of ``records.insert_attempt``: ``storable_text`` (cut to the column) or
+``storable_json``, then the column's ``get_db_prep_save``. For ``COPY`` the batch becomes one
+block of text, one line per row, each value written as psycopg's ``write_row`` would write it
+and escaped for ``COPY``'s text format (backslash, tab, newline, carriage return; ``\\N`` for
+NULL); a value of a type whose text is not known here sends its batch through
+``executemany`` instead.
 
 What a crash can lose: only success records (their objects are in S3), at most
 ``RECORD_QUEUE_SIZE`` queued plus one batch being written, and only on a hard kill
@@ -31,14 +45,19 @@ it returns always has its primary key.
 from __future__ import annotations
 
 import atexit
+import operator
 import os
 import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
+from functools import partial
+from itertools import groupby, repeat
+from typing import NamedTuple
 
 from django.db import connections, models, transaction
 from django.utils import timezone
@@ -275,125 +294,281 @@ class RecordWriter:
 
 
 def insert_many(rows: list[dict]) -> None:
-    """One transaction, one ``COPY`` (PostgreSQL) or ``executemany``: the rows' values prepared
-    column by column.
+    """One transaction, one ``COPY`` (PostgreSQL with psycopg 3) or ``executemany``: this is
+    ``bulk_create`` without the model instances, and with a short sleep every few rows.
 
-    This is ``bulk_create`` without the model instances, and with a short sleep every few rows:
-    the writer shares the GIL with the requests, and a long stretch of pure Python here would
-    make every request that returns from a socket read wait for it. What does not change from
-    row to row (the columns, their defaults, the timestamps' preparation) is worked out once.
+    The writer shares the GIL with the requests: a long stretch of pure Python here would make
+    every request that returns from a socket read wait for it. What does not change from row
+    to row (the columns, their defaults, a row's keys) is worked out once per process; how the
+    values are converted is in the module's docstring.
     """
+    if not rows:
+        return
     alias = records.record_alias()
     connection = connections[alias]
-    fields, sql = _insert_statement(connection)
-    plan = _column_plan(connection, fields)
-    now = timezone.now()
-    params = []
-    for number, row in enumerate(rows, 1):
-        values = []
-        for name, kind, limit, prepare, default in plan:
-            value = row.get(name, _MISSING)
-            if value is _MISSING:
-                if name == "key_digest":
-                    value = key_digest(row["key"])
-                elif default is _TIMESTAMP:
-                    value = prepare(now, connection)
-                else:
-                    value = default
-            elif kind is _TEXT:  # text from outside: made storable, cut to its column
-                value = storable_text(value, limit)
-                if value is not None and type(value) is not str:
-                    value = prepare(value, connection)
-            elif kind is _JSON:
-                value = _json_value(name, value, prepare, connection)
-            elif value is not None and type(value) is not kind:  # not the column's own type
-                value = prepare(value, connection)
-            values.append(value)
-        params.append(values)
-        if number % YIELD_EVERY == 0:
-            time.sleep(YIELD_SECONDS)
-    if not copy_supported(connection):
-        with transaction.atomic(using=alias), connection.cursor() as cursor:
-            cursor.executemany(sql, params)
-        return
-    # PostgreSQL with psycopg 3: one COPY, which costs the writer (and the GIL the requests
-    # wait for) about half of what executemany does per row. In autocommit mode (the record
-    # connection's) a COPY is a transaction of its own: no BEGIN and COMMIT round trips.
-    if connection.get_autocommit():
-        with connection.cursor() as cursor:
-            _copy(connection, cursor, fields, params)
-        return
+    data = _copy_data(connection, rows) if copy_supported(connection) else None
+    if data is None:
+        _execute_many(connection, alias, rows)
+    else:
+        _write_copy(connection, alias, data)
+
+
+def _copy_data(connection, rows: list[dict]) -> str | None:
+    """The batch as ``COPY`` text; None when a value's text is not known here (the batch then
+    takes ``executemany``, where psycopg adapts it as usual)."""
+    try:
+        return copy_text(connection, rows)
+    except NotCopyText:
+        return None
+
+
+def _execute_many(connection, alias: str, rows: list[dict]) -> None:
+    _fields, sql = _insert_statement(connection)
+    params = _converted(connection, rows, copy=False)
     with transaction.atomic(using=alias), connection.cursor() as cursor:
-        _copy(connection, cursor, fields, params)
+        cursor.executemany(sql, params)
+
+
+def copy_text(connection, rows: list[dict]) -> str:
+    """``rows`` as ``COPY ... FROM STDIN`` reads them: one line per row, the table's columns
+    (``_insert_statement``'s) separated by tabs, each value as psycopg's ``write_row`` would
+    write it."""
+    return "\n".join(map("\t".join, _converted(connection, rows, copy=True))) + "\n"
+
+
+def _converted(connection, rows: list[dict], *, copy: bool) -> list[tuple]:
+    """Each row's values in the table's column order, as ``COPY`` text or as query parameters,
+    ``YIELD_EVERY`` rows at a time with a short sleep between (the GIL goes to the requests).
+    Rows with the same keys (every queued success record has the same) share a ``_Layout``."""
+    now = timezone.now()
+    converted = []
+    for start in range(0, len(rows), YIELD_EVERY):
+        if start:
+            time.sleep(YIELD_SECONDS)
+        some = [_with_times(row, now) for row in rows[start:start + YIELD_EVERY]]
+        for keys, same_keys in groupby(some, key=tuple):
+            layout = _layout(connection, copy, keys)
+            converted.extend(layout.convert(list(same_keys), connection))
+    return converted
+
+
+def _with_times(row: dict, now: datetime) -> dict:
+    """``row`` with the batch's time for a timestamp it lacks (a queued row has its save's)."""
+    if "created_at" in row and "updated_at" in row:
+        return row
+    return {"created_at": now, "updated_at": now, **row}
 
 
 _MISSING = object()
-_TIMESTAMP = object()  # the default of created_at and updated_at: the batch's time
-_TEXT, _JSON = str, object()
-# Columns whose values of exactly this Python type every backend takes as they are (Django's
-# preparation would return them unchanged): the value is passed without preparing it.
-_NATIVE = ((models.BooleanField, bool), (models.IntegerField, int), (models.FloatField, float))
-_plans: dict[str, list] = {}  # vendor -> column plan
+LAYOUT_MEMO_SIZE = 64
+_layouts: dict[tuple, _Layout] = {}  # (vendor, copy, a row's keys) -> its layout
+_plans: dict[tuple, list] = {}  # (vendor, copy) -> the table's columns (_Column)
 
 
-def _column_plan(connection, fields: list) -> list[tuple]:
-    """Per column: (attname, kind, max_length, prepare, default) for ``insert_many``.
+class _Column(NamedTuple):
+    """A column of the table: how its values are converted, and its default, converted."""
 
-    ``kind`` is ``str`` (text, made storable and cut to ``max_length``), ``_JSON`` (made
-    storable inside), the Python type a value may have to pass unprepared, or None (always
-    prepared). Defaults are prepared once; none of the model's is a fresh object per row.
+    name: str
+    convert: Callable[[tuple, object], Sequence]
+    default: object
+
+
+class _Layout:
+    """Rows with one set of keys, converted column by column.
+
+    ``take`` picks a row's values for the table's columns it has, in one call (a row always
+    has its two timestamps, so that is a tuple); each column of the table is then its values
+    converted together, the digest of the row's key (as ``insert_attempt`` computes it), or
+    the column's default.
     """
-    found = _plans.get(connection.vendor)
+
+    def __init__(self, plan: list[_Column], keys: tuple) -> None:
+        names = [column.name for column in plan
+                 if column.name in keys and column.name != "key_digest"]
+        self.take = operator.itemgetter(*names)
+        # per column: (which of the taken values, how they are converted, else the default)
+        self.slots = [(names.index("key"), _key_digests, None) if column.name == "key_digest"
+                      else (names.index(column.name), column.convert, None)
+                      if column.name in names else (None, None, column.default)
+                      for column in plan]
+
+    def convert(self, rows: list[dict], connection) -> Iterator[tuple]:
+        taken = list(zip(*map(self.take, rows), strict=True))
+        count = len(rows)
+        return zip(*[repeat(default, count) if index is None
+                     else convert(taken[index], connection)
+                     for index, convert, default in self.slots], strict=True)
+
+
+def _layout(connection, copy: bool, keys: tuple) -> _Layout:
+    found = _layouts.get((connection.vendor, copy, keys))
     if found is None:
-        found = []
-        for field in fields:
-            if isinstance(field, models.JSONField):
-                kind = _JSON
-            elif isinstance(field, models.CharField | models.TextField):
-                kind = _TEXT
-            elif isinstance(field, models.DateTimeField) and connection.vendor == "postgresql":
-                kind = datetime  # aware, from timezone.now(): psycopg sends it as it is
-            else:
-                kind = next((native for cls, native in _NATIVE if isinstance(field, cls)), None)
-            if field.attname in ("created_at", "updated_at"):
-                default = _TIMESTAMP
-            else:
-                default = field.get_db_prep_save(field.get_default(), connection)
-            found.append((field.attname, kind, field.max_length if kind is _TEXT else None,
-                          field.get_db_prep_save, default))
-        _plans[connection.vendor] = found
+        if len(_layouts) >= LAYOUT_MEMO_SIZE:
+            _layouts.clear()
+        found = _layouts[(connection.vendor, copy, keys)] = _Layout(
+            _column_plan(connection, copy), keys)
     return found
 
 
-_json_prepared: dict[tuple, object] = {}  # (vendor, column, shape) -> the prepared value
+def _key_digests(keys: tuple, connection) -> list[str]:
+    return [key_digest(key) for key in keys]
+
+
+def _column_plan(connection, copy: bool) -> list[_Column]:
+    """The table's columns, in ``_insert_statement``'s order, each with its converter and its
+    default (the model's defaults are constants: none is a fresh object per row)."""
+    found = _plans.get((connection.vendor, copy))
+    if found is None:
+        fields, _sql = _insert_statement(connection)
+        finish = _finisher(copy)
+        found = _plans[(connection.vendor, copy)] = [
+            _Column(field.attname, _converter(field, connection, copy),
+                    finish(field.get_db_prep_save(field.get_default(), connection)))
+            for field in fields]
+    return found
+
+
+def _finisher(copy: bool) -> Callable:
+    """What a prepared value becomes: ``COPY`` text, or a parameter (JSON serialized once)."""
+    return copy_value if copy else _serialized
+
+
+# Columns whose values of exactly this Python type every backend takes as they are (Django's
+# preparation would return them unchanged): the value is passed without preparing it.
+_NATIVE = ((models.BooleanField, bool), (models.IntegerField, int), (models.FloatField, float))
+
+
+def _converter(field, connection, copy: bool) -> Callable[[tuple, object], Sequence]:
+    """The function that converts a column's values, ``(values, connection) -> values``.
+
+    Each takes the common case (text that needs nothing but its cut, a number of the column's
+    own type, an aware datetime) inline and sends every other value through the exact path:
+    made storable as ``insert_attempt`` does, then Django's preparation, then (for ``COPY``)
+    psycopg's text form.
+    """
+    prepare = field.get_db_prep_save
+    if isinstance(field, models.JSONField):
+        return partial(_json_values, {}, prepare, _finisher(copy))
+    if isinstance(field, models.CharField | models.TextField):
+        return partial(_copy_texts if copy else _text_params, field.max_length, prepare)
+    if isinstance(field, models.DateTimeField):
+        return partial(_datetime_values, prepare, copy)
+    native = next((native for cls, native in _NATIVE if isinstance(field, cls)), None)
+    if copy and native in (int, float):
+        return partial(_copy_numbers, native, prepare)
+    if native is not None and not copy:
+        return partial(_native_params, native, prepare)
+    return partial(_prepared_values, prepare, _finisher(copy))
+
+
+def _copy_texts(limit, prepare, values: tuple, connection) -> Sequence[str]:
+    """Text for ``COPY``: printable text without a backslash (nearly all of it) needs neither
+    ``storable`` nor escaping, only the cut to its column."""
+    if _unchanged(values, limit, copy=True):
+        return values
+    return [value[:limit] if isinstance(value, str) and value.isprintable() and "\\" not in value
+            else copy_value(_storable_text(value, limit, prepare, connection))
+            for value in values]
+
+
+def _text_params(limit, prepare, values: tuple, connection) -> Sequence:
+    if _unchanged(values, limit, copy=False):
+        return values
+    return [value[:limit] if isinstance(value, str) and value.isprintable()
+            else _storable_text(value, limit, prepare, connection) for value in values]
+
+
+def _unchanged(values: tuple, limit: int | None, *, copy: bool) -> bool:
+    """Whether each value is printable text (so ``storable`` leaves it as it is) within its
+    column's length and, for ``COPY``, without a backslash: checked on all of them at once."""
+    try:
+        joined = "".join(values)
+    except TypeError:  # not all of them text
+        return False
+    return joined.isprintable() and not (copy and "\\" in joined) and (
+        limit is None or max(map(len, values)) <= limit)
+
+
+def _storable_text(value, limit, prepare, connection):
+    """A text column's value as ``insert_attempt`` stores it: made storable and cut to its
+    column (``storable_text``), and prepared by the column unless it is now plain text."""
+    value = storable_text(value, limit)
+    if value is not None and type(value) is not str:
+        value = prepare(value, connection)
+    return value
+
+
+# The last datetime column converted: (its values, for what, the converted values)
+_last_datetimes: tuple[tuple, tuple, list] = ((), (), [])
+
+
+def _datetime_values(prepare, copy: bool, values: tuple, connection) -> list:
+    """Datetimes prepared by their column; for ``COPY`` as text, where an aware one (what
+    ``timezone.now()`` gives) is what Django hands psycopg unchanged.
+
+    A queued row's two timestamps are one object (``submit`` sets both to the save's time):
+    the second column reuses what was made for the first, the costliest value of a row.
+    """
+    global _last_datetimes
+    last, made_for, converted = _last_datetimes
+    if made_for == (copy, connection.vendor) and len(last) == len(values) \
+            and all(map(operator.is_, values, last)):
+        return converted
+    if copy:
+        converted = [str(value) if type(value) is datetime and value.utcoffset() is not None
+                     else copy_value(prepare(value, connection)) for value in values]
+    else:
+        converted = [prepare(value, connection) for value in values]
+    _last_datetimes = (values, (copy, connection.vendor), converted)
+    return converted
+
+
+def _copy_numbers(native: type, prepare, values: tuple, connection) -> list[str]:
+    return [str(value) if type(value) is native else copy_value(prepare(value, connection))
+            for value in values]
+
+
+def _native_params(native: type, prepare, values: tuple, connection) -> list:
+    return [value if value is None or type(value) is native else prepare(value, connection)
+            for value in values]
+
+
+def _prepared_values(prepare, finish, values: tuple, connection) -> list:
+    return [finish(prepare(value, connection)) for value in values]
+
+
 JSON_MEMO_SIZE = 256
 
 
-def _json_value(column: str, value, prepare, connection):
-    """A JSON column's value, prepared; the few values that rows repeat (an empty list, a dict
-    of text such as ``{"ContentType": ...}``) are prepared, and serialized, once."""
+def _json_values(memo: dict, prepare, finish, values: tuple, connection) -> list:
+    """A JSON column's values, made storable, prepared and finished. None is SQL NULL, as
+    Django stores it; the values that rows repeat (an empty list, a dict of text such as
+    ``{"ContentType": ...}``) are made once and kept in the column's ``memo``."""
+    null = finish(None)
+    return [null if value is None else _json_value(memo, value, prepare, finish, connection)
+            for value in values]
+
+
+def _json_value(memo: dict, value, prepare, finish, connection):
     shape = _json_shape(value)
     if shape is None:
-        return prepare(storable_json(value), connection)
-    key = (connection.vendor, column, shape)
-    found = _json_prepared.get(key, _MISSING)
+        return finish(prepare(storable_json(value), connection))
+    found = memo.get(shape, _MISSING)
     if found is _MISSING:
-        if len(_json_prepared) >= JSON_MEMO_SIZE:
-            _json_prepared.clear()
-        found = _json_prepared[key] = _serialized(prepare(storable_json(value), connection))
+        if len(memo) >= JSON_MEMO_SIZE:
+            memo.clear()
+        found = memo[shape] = finish(prepare(storable_json(value), connection))
     return found
 
 
 def _json_shape(value) -> tuple | None:
-    """A hashable stand-in for None, an empty list or a dict whose keys and values are all
-    text; None for anything else (prepared row by row)."""
-    if value is None:
-        return ("none",)
+    """A hashable stand-in for an empty list or a dict whose keys and values are all text;
+    None for anything else (prepared row by row)."""
     kind = type(value)
     if kind is list and not value:
-        return ("list",)
+        return (list,)
     if kind is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
-        return ("dict", *value.items())
+        return (dict, *value.items())
     return None
 
 
@@ -410,6 +585,58 @@ def _as_is(data: bytes) -> bytes:
     return data
 
 
+# ----------------------------------------------------------------- COPY's text format
+class NotCopyText(TypeError):
+    """A prepared value of a type ``copy_value`` does not know: the batch is written with
+    ``executemany``, as psycopg2 and SQLite write theirs."""
+
+
+COPY_NULL = "\\N"
+# COPY's text format reads a backslash as an escape, a tab as the next column and a newline
+# or carriage return as the next row: a value that holds one has it written as an escape.
+_COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+
+
+def copy_value(value) -> str:
+    """A prepared value as ``COPY``'s text format takes it: the text psycopg's text dumper
+    makes of it (what ``write_row`` sends), escaped; ``\\N`` for NULL.
+
+    Only the types Django prepares this model's columns into are known here; anything else
+    raises ``NotCopyText`` rather than guess at another dumper's text.
+    """
+    kind = type(value)
+    if value is None:
+        return COPY_NULL
+    if kind is str:
+        return copy_escaped(value)
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int or kind is float or kind is datetime:
+        return str(value)
+    if isinstance(value, str):  # a str subclass (a choices enum): its characters, as psycopg
+        return copy_escaped(str.__str__(value))
+    if isinstance(value, int):  # psycopg's Int4 and Int8, which Django prepares integers into
+        return int.__repr__(value)
+    return _copy_json(value)
+
+
+def _copy_json(value) -> str:
+    """psycopg's JSON wrapper as its dumper writes it: its own ``dumps`` of its object."""
+    dumps = getattr(value, "dumps", None) if isinstance(value, JSON_WRAPPERS) else None
+    text = dumps(value.obj) if dumps is not None and hasattr(value, "obj") else None
+    if type(text) is not str:
+        raise NotCopyText(f"no COPY text for {type(value).__name__}")
+    return copy_escaped(text)
+
+
+def copy_escaped(text: str) -> str:
+    """``text`` as a ``COPY`` text-format value (``_COPY_ESCAPES``)."""
+    for char, escape in _COPY_ESCAPES:
+        if char in text:
+            text = text.replace(char, escape)
+    return text
+
+
 def copy_supported(connection) -> bool:
     """PostgreSQL through psycopg 3, whose cursors have ``copy()``; psycopg2 (which Django
     also supports) and every other database write the batch with ``executemany``."""
@@ -417,11 +644,22 @@ def copy_supported(connection) -> bool:
         getattr(connection.Database, "__name__", "") == "psycopg"
 
 
-def _copy(connection, cursor, fields: list, params: list) -> None:
+def _write_copy(connection, alias: str, data: str) -> None:
+    """One ``COPY`` of the batch's text. In autocommit mode (the record connection's) a
+    ``COPY`` is a transaction of its own: no BEGIN and COMMIT round trips."""
+    if connection.get_autocommit():
+        with connection.cursor() as cursor:
+            _copy(connection, cursor, data)
+        return
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        _copy(connection, cursor, data)
+
+
+def _copy(connection, cursor, data: str) -> None:
+    fields, _sql = _insert_statement(connection)
     with connection.wrap_database_errors, \
             cursor.cursor.copy(_copy_statement(connection, fields)) as copy:
-        for values in params:
-            copy.write_row(values)
+        copy.write(data)
 
 
 _statements: dict[tuple, tuple] = {}  # (vendor, what) -> statement, built once

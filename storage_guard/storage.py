@@ -385,19 +385,23 @@ class GuardedS3Storage(S3Storage):
         if not success_records.wants_success_record(outcome.attempt_count):
             return trace.succeeded(outcome)
         try:
-            fields = self._base_fields(name, trace, params)
-            fields["status"] = Status.SUCCEEDED
-            fields["attempts"] = outcome.attempt_count
-            fields["duration_ms"] = outcome.duration_ms
-            fields["attempt_log"] = [a.as_dict() for a in outcome.attempts] \
-                if trace.attempts else []
-            record = success_records.write_success(fields)
+            record = success_records.write_success(self._success_fields, name, params, outcome,
+                                                   trace)
             if record is not None:
                 trace.record_id = record.pk
                 _last_record.set(record)
         except Exception as exc:  # noqa: BLE001 - a record must never fail a save that worked
             trace.record_failed(exc)
         trace.succeeded(outcome)
+
+    def _success_fields(self, name, params, outcome: Outcome, trace: SaveTrace) -> dict:
+        """A success record's columns (made by the record writer's thread when queued)."""
+        fields = self._base_fields(name, trace, params)
+        fields["status"] = Status.SUCCEEDED
+        fields["attempts"] = outcome.attempt_count
+        fields["duration_ms"] = outcome.duration_ms
+        fields["attempt_log"] = [a.as_dict() for a in outcome.attempts] if trace.attempts else []
+        return fields
 
     def _record_failure(self, name, payload, params, outcome: Outcome, trace: SaveTrace):
         """``(record, "")`` with the bytes stashed; ``(None, spool entry id)`` when the record or

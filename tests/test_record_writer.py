@@ -12,6 +12,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,50 @@ def test_a_save_queues_its_record_and_flush_writes_it(guarded_storage_factory, r
     record = SaveAttempt.objects.get(key=name)
     assert (record.status, record.size, record.attempts) == (Status.SUCCEEDED, 6, 1)
     assert writer.written == 1 and writer.written_inline == 0
+
+
+def test_a_queued_records_fields_are_made_by_the_writer_thread(guarded_storage_factory,
+                                                               background_writer):
+    """The request queues the call that makes the row; the writer makes it, with what
+    ``save_with_record`` (made in the request) stores for the same save."""
+    background_writer()
+    storage = guarded_storage_factory()
+    made_in = []
+    real = type(storage)._success_fields
+
+    def spy(self, *args):
+        made_in.append(threading.current_thread().name)
+        return real(self, *args)
+
+    with mock.patch.object(type(storage), "_success_fields", spy):
+        name = storage.save("maker/queued.bin", ContentFile(b"same bytes"))
+        assert records.flush(timeout=30)
+        _now_name, now_record = storage.save_with_record("maker/now.bin",
+                                                         ContentFile(b"same bytes"))
+    assert made_in[0].startswith("storage_guard-records-")
+    assert made_in[1] == threading.current_thread().name
+    queued = SaveAttempt.objects.get(key=name)
+    columns = ("status", "size", "sha256", "attempts", "content_type", "write_params",
+               "storage_alias", "bucket", "attempt_log", "storage_spec")
+    assert [getattr(queued, c) for c in columns] == [getattr(now_record, c) for c in columns]
+    assert (queued.key_bytes, queued.name) == (len(name), name)
+    assert queued.created_at <= now_record.created_at
+
+
+def test_a_queued_record_whose_fields_cannot_be_made_is_lost_and_reported(background_writer,
+                                                                          caplog):
+    writer = background_writer()
+
+    def broken():
+        raise RuntimeError("no fields")
+
+    writer.submit(success_records.QueuedRecord(broken))
+    writer.submit(success_records.QueuedRecord(lambda: fields("maker/fine")))
+    assert writer.flush(timeout=30)
+    assert (writer.written, writer.lost) == (1, 1)
+    assert names("maker/") == ["maker/fine"]
+    assert [r.records_lost for r in caplog.records if getattr(r, "event", "") == "record_failed"
+            ] == [1]
 
 
 def test_save_with_record_still_returns_the_written_record(guarded_storage_factory,

@@ -151,7 +151,8 @@ class RecordQueue(queue.Queue):
                 raise queue.Full
             self.queue.append(item)
             self.unfinished_tasks += 1
-            self.not_empty.notify()
+            if self.not_empty._waiters:  # the writer waits in get(): wake it (else nobody)
+                self.not_empty.notify()
 
 
 class RecordWriter:

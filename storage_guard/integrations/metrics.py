@@ -143,7 +143,6 @@ def _after_fork() -> None:
     _applier, _applier_lock = None, threading.Lock()
 
 
-
 _CHILDREN: dict[tuple, tuple] = {}
 
 

@@ -151,7 +151,9 @@ class RecordQueue(queue.Queue):
                 raise queue.Full
             self.queue.append(item)
             self.unfinished_tasks += 1
-            if self.not_empty._waiters:  # the writer waits in get(): wake it (else nobody)
+            # Wake the writer only when it waits in get(). ``_waiters`` is the condition's own
+            # list; a Python without it gets a notify on every put, as queue.Queue does.
+            if getattr(self.not_empty, "_waiters", True):
                 self.not_empty.notify()
 
 

@@ -8,7 +8,10 @@ record writer flushed), and the counters are dumped. The whole client process is
 record writer's thread included; SeaweedFS and PostgreSQL are other processes and are not.
 
     .venv/bin/python benchmarks/instructions_benchmark.py [--db sqlite|postgres]
-        [--size 2KB|1MB] [--saves 200] [--arms bare guarded plain]
+        [--size 2KB|1MB] [--saves 200] [--arms bare guarded plain bare-typed]
+
+``bare-typed`` (not run unless named) is the bare arm with the ``Content-Type`` header that
+every ``S3Storage`` save sends and the bare arm does not: what that header alone costs.
 
 Needs ``valgrind`` (Debian package ``valgrind``). A save is about 50 times slower under
 valgrind, so the writer's batches hold one or two records and its per-batch costs weigh more
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIZES = {"2KB": 2 * 1024, "1MB": 1024 * 1024}
-ARMS = ("bare", "guarded", "plain")
+ARMS = ("bare", "guarded", "plain", "bare-typed")
 
 
 def child(args) -> None:
@@ -47,13 +50,16 @@ def child(args) -> None:
 
     from storage_guard.saving import success_records
 
-    arm = storage_benchmark.build_arms(args.endpoint, args.bucket)[args.arm]
+    if args.arm == "bare-typed":  # bare, with the Content-Type header S3Storage sends
+        arm = storage_benchmark.BarePut(args.endpoint, args.bucket, "application/octet-stream")
+    else:
+        arm = storage_benchmark.build_arms(args.endpoint, args.bucket)[args.arm]
     body = os.urandom(SIZES[args.size])
 
     def save(count: int, prefix: str) -> None:
         for number in range(count):
             name = f"{prefix}/{number}.bin"
-            arm.save(name, body if args.arm == "bare" else ContentFile(body))
+            arm.save(name, body if args.arm.startswith("bare") else ContentFile(body))
 
     save(30, f"warmup/{uuid.uuid4().hex}")
     success_records.flush()
@@ -112,7 +118,7 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--size", choices=list(SIZES), default="2KB")
     parser.add_argument("--saves", type=int, default=200)
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--arm", "--endpoint", "--bucket", "--signals"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)

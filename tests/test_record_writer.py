@@ -740,7 +740,6 @@ def test_the_record_queue_keeps_queue_semantics():
     """``put_nowait`` in one frame: FIFO, ``Full`` at the bound, counted for ``join``, and a
     ``get()`` blocked in another thread is woken."""
     import queue
-    import threading
 
     records = success_records.RecordQueue(2)
     records.put_nowait("a")
@@ -753,10 +752,45 @@ def test_the_record_queue_keeps_queue_semantics():
     got = []
     waiter = threading.Thread(target=lambda: got.append(records.get(timeout=30)))
     waiter.start()
-    time.sleep(0.05)  # the waiter is blocked in get()
+    deadline = time.monotonic() + 30
+    while not records.not_empty._waiters and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the waiter is blocked in get(), so the put must wake it
+    assert records.not_empty._waiters
     records.put_nowait("woken")
     waiter.join(30)
     assert got == ["woken"]
     for _done in range(3):
         records.task_done()
     assert records.unfinished_tasks == 0
+
+
+def test_the_record_queue_wakes_a_waiter_only_when_there_is_one():
+    """The condition's ``_waiters`` list says whether ``get()`` waits; a Python whose condition
+    has no such list gets a notify on every put, as ``queue.Queue`` gives."""
+    records = success_records.RecordQueue(10)
+    notified = []
+    records.not_empty = SimpleNamespace(notify=lambda: notified.append("with"), _waiters=[])
+    records.put_nowait("nobody waits")
+    records.not_empty = SimpleNamespace(notify=lambda: notified.append("unknown"))
+    records.put_nowait("no _waiters list")
+    assert notified == ["unknown"]
+    assert records.qsize() == 2
+
+
+def test_a_datetime_conversion_is_reused_only_for_the_same_connection():
+    """A row's two timestamps (one object) are converted once; the same objects written through
+    another alias are converted again, by that connection (its time zone may differ)."""
+    saved_at = (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),)
+    calls = []
+
+    def prepare(value, connection):
+        calls.append(connection.alias)
+        return f"{connection.alias}:{value.isoformat()}"
+
+    first = SimpleNamespace(alias="default", vendor="sqlite")
+    other = SimpleNamespace(alias="records", vendor="sqlite")
+    convert = success_records._datetime_values
+    assert convert(prepare, False, saved_at, first) == ["default:2026-01-02T03:04:05+00:00"]
+    assert convert(prepare, False, saved_at, first) == ["default:2026-01-02T03:04:05+00:00"]
+    assert convert(prepare, False, saved_at, other) == ["records:2026-01-02T03:04:05+00:00"]
+    assert calls == ["default", "records"]

@@ -542,7 +542,8 @@ def _storable_text(value, limit, prepare, connection):
     return value
 
 
-# The last datetime column converted: (its values, for what, the converted values)
+# The last datetime column converted: (its values, for what (COPY or not, and the connection's
+# alias and vendor: preparing a datetime reads the connection's time zone), the converted values)
 _last_datetimes: tuple[tuple, tuple, list] = ((), (), [])
 
 
@@ -555,7 +556,8 @@ def _datetime_values(prepare, copy: bool, values: tuple, connection) -> list:
     """
     global _last_datetimes
     last, made_for, converted = _last_datetimes
-    if made_for == (copy, connection.vendor) and len(last) == len(values) \
+    wanted_for = (copy, connection.alias, connection.vendor)
+    if made_for == wanted_for and len(last) == len(values) \
             and all(map(operator.is_, values, last)):
         return converted
     if copy:
@@ -563,7 +565,7 @@ def _datetime_values(prepare, copy: bool, values: tuple, connection) -> list:
                      else copy_value(prepare(value, connection)) for value in values]
     else:
         converted = [prepare(value, connection) for value in values]
-    _last_datetimes = (values, (copy, connection.vendor), converted)
+    _last_datetimes = (values, wanted_for, converted)
     return converted
 
 

@@ -105,10 +105,6 @@ def build_arms(endpoint: str, bucket: str) -> dict:
             "guarded": GuardedS3Storage(alias="bench", **common)}
 
 
-def saves_per_second(arm, body: bytes, n: int, prefix: str) -> float:
-    return timed_saves(arm, body, n, prefix)[0]
-
-
 def timed_saves(arm, body: bytes, n: int, prefix: str) -> tuple[float, float]:
     """Saves per second, and the saving thread's CPU seconds per save."""
     from django.core.files.base import ContentFile
@@ -132,7 +128,7 @@ def run(arms: dict, db: str, size_label: str, reps: int, saves: int) -> dict:
     body = os.urandom(SIZES[size_label])
     n = saves if size_label == "2KB" else max(saves // 5, 10)
     for arm in arms.values():  # warm up connections and code paths
-        saves_per_second(arm, body, 5, f"warmup/{uuid.uuid4().hex}")
+        timed_saves(arm, body, 5, f"warmup/{uuid.uuid4().hex}")
     rates = {name: [] for name in ARMS}
     cpu = {name: [] for name in ARMS}
     ratios = {name: [] for name in ARMS[1:]}

@@ -8,10 +8,13 @@ record writer flushed), and the counters are dumped. The whole client process is
 record writer's thread included; SeaweedFS and PostgreSQL are other processes and are not.
 
     .venv/bin/python benchmarks/instructions_benchmark.py [--db sqlite|postgres]
-        [--size 2KB|1MB] [--saves 200] [--arms bare guarded plain bare-typed]
+        [--size 2KB|1MB] [--saves 200] [--arms bare guarded plain bare-typed bare-direct]
 
 ``bare-typed`` (not run unless named) is the bare arm with the ``Content-Type`` header that
 every ``S3Storage`` save sends and the bare arm does not: what that header alone costs.
+``bare-direct`` (not run unless named) is the bare arm without botocore's
+``Expect: 100-continue`` handshake, which the guarded storage leaves out below
+``EXPECT_CONTINUE_BYTES``: against it, the guarded save's cost is all its own.
 
 Needs ``valgrind`` (Debian package ``valgrind``). A save is about 50 times slower under
 valgrind, so the writer's batches hold one or two records and its per-batch costs weigh more
@@ -35,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SIZES = {"2KB": 2 * 1024, "1MB": 1024 * 1024}
-ARMS = ("bare", "guarded", "plain", "bare-typed")
+ARMS = ("bare", "guarded", "plain", "bare-typed", "bare-direct")
 
 
 def child(args) -> None:
@@ -52,6 +55,9 @@ def child(args) -> None:
 
     if args.arm == "bare-typed":  # bare, with the Content-Type header S3Storage sends
         arm = storage_benchmark.BarePut(args.endpoint, args.bucket, "application/octet-stream")
+    elif args.arm == "bare-direct":  # bare, without the Expect: 100-continue handshake
+        arm = storage_benchmark.BarePut(args.endpoint, args.bucket,
+                                        expect_continue_bytes=2 * 1024 * 1024)
     else:
         arm = storage_benchmark.build_arms(args.endpoint, args.bucket)[args.arm]
     body = os.urandom(SIZES[args.size])

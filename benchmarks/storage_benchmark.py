@@ -79,14 +79,21 @@ def configure_django(db: str, workdir: Path, writer: str, *, successes: str = "a
 class BarePut:
     """The physical limit: boto3's ``put_object`` of the same bytes, no Django."""
 
-    def __init__(self, endpoint: str, bucket: str, content_type: str | None = None):
+    def __init__(self, endpoint: str, bucket: str, content_type: str | None = None,
+                 expect_continue_bytes: int = 0):
         import boto3
+
+        from storage_guard.saving import expect_continue
 
         self.bucket = bucket
         # None: no Content-Type header, as the issue's bare arm; a type: the header every
         # S3Storage save sends (instructions_benchmark.py's "bare-typed" arm)
         self.extra = {"ContentType": content_type} if content_type else {}
-        self.client = boto3.session.Session().client(
+        session = boto3.session.Session()
+        # 0: botocore's Expect: 100-continue on every body, as the issue's bare arm; more: the
+        # guarded storage's threshold (instructions_benchmark.py's "bare-direct" arm)
+        expect_continue.watch(session, expect_continue_bytes)
+        self.client = session.client(
             "s3", endpoint_url=endpoint, aws_access_key_id="bench",
             aws_secret_access_key="bench", region_name="us-east-1")  # a local server
 

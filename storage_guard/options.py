@@ -28,7 +28,7 @@ from storage_guard.keys import HASH_CHARS, POLICIES
 # Whole numbers of at least this much (breaker_threshold 0 turns the breaker off).
 MINIMUMS = {"max_attempts": 1, "breaker_threshold": 0, "max_metadata_bytes": 1,
             "max_header_bytes": 1, "stash_db_max_bytes": 0, "spool_max_memory": 0,
-            "record_queue_size": 1, "record_batch_size": 1}
+            "record_queue_size": 1, "record_batch_size": 1, "expect_continue_bytes": 0}
 # Durations in seconds that must be greater than zero.
 POSITIVE = ("connect_timeout", "read_timeout", "retry_deadline", "put_timeout_floor",
             "put_timeout_ceiling")

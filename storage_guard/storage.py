@@ -27,6 +27,7 @@ from storage_guard.log import logger
 from storage_guard.models import Status
 from storage_guard.operations import rebuild
 from storage_guard.saving import (
+    expect_continue,
     headers,
     presets,
     records,
@@ -170,6 +171,7 @@ class GuardedS3Storage(S3Storage):
     def _new_session(self):
         session = super()._create_session()
         signed_hash.watch(session)  # the PUTs of its clients give their body's SHA-256
+        expect_continue.watch(session, self.expect_continue_bytes)  # small bodies: no wait
         return session
 
     @property

@@ -414,6 +414,58 @@ def test_records_gather_for_the_linger_and_flush_does_not_wait_it_out(background
     assert names("linger/") == [f"linger/{n:02d}" for n in range(20)]
 
 
+def test_a_full_batch_is_written_without_waiting_out_the_linger(background_writer):
+    """RECORD_BATCH_SIZE records at hand end the gathering: a backlog, or a burst, is written
+    batch after batch instead of one batch per linger. Only the last, partial batch lingers."""
+    writer = background_writer(RECORD_LINGER=60, RECORD_BATCH_SIZE=10)
+    for number in range(25):
+        writer.submit(fields(f"full/{number:02d}"))
+
+    deadline = time.monotonic() + 30  # far less than the linger: no flush, no stop
+    while writer.written < 19 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Two batches of (about: the put that completes one may land before the writer has taken
+    # its first record) ten; the rest waits for the linger.
+    assert 19 <= writer.written <= 20 and writer.batches == 2
+    assert len(names("full/")) == writer.written
+
+    assert writer.flush(timeout=30)
+    assert writer.batches == 3 and names("full/") == [f"full/{n:02d}" for n in range(25)]
+
+
+def test_a_batch_written_for_a_waiting_flush_does_not_pause(background_writer, monkeypatch):
+    """The writer pauses every YIELD_EVERY rows to leave the GIL to the requests, except for a
+    caller who waits for the batch: flush() and the exit flush."""
+    pauses = []
+    monkeypatch.setattr(success_records, "_pause", lambda: pauses.append(1))
+    rows = 3 * success_records.YIELD_EVERY
+    writer = background_writer(RECORD_LINGER=60, RECORD_BATCH_SIZE=rows)
+    for number in range(rows):  # a full batch: written by the thread, nobody waiting
+        writer.submit(fields(f"pause/{number:02d}"))
+    deadline = time.monotonic() + 30
+    while writer.written < rows - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.batches == 1 and len(pauses) == 2  # between three stretches of rows
+
+    for number in range(rows, 2 * rows - 1):  # one short of a batch: only a flush writes it
+        writer.submit(fields(f"pause/{number:02d}"))
+    assert writer.flush(timeout=30)
+    assert writer.batches == 2 and len(pauses) == 2  # the flush's batch did not pause
+    assert len(names("pause/")) == 2 * rows - 1
+
+
+def test_records_drained_by_flush_in_the_callers_thread_do_not_pause(background_writer,
+                                                                      monkeypatch):
+    pauses = []
+    monkeypatch.setattr(success_records, "_pause", lambda: pauses.append(1))
+    writer = background_writer()
+    for number in range(3 * success_records.YIELD_EVERY):  # queued before any thread runs
+        writer.queue.put_nowait(fields(f"drain/{number:02d}"))
+
+    assert writer.flush() and writer.thread is None
+    assert pauses == [] and len(names("drain/")) == 3 * success_records.YIELD_EVERY
+
+
 def test_stopping_the_writer_does_not_wait_out_the_linger(background_writer):
     writer = background_writer(RECORD_LINGER=60)
     writer.submit(fields("stop/0"))

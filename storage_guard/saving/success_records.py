@@ -4,9 +4,9 @@ A success record used to cost the request its INSERT and commit: about 1.5 ms on
 an fsync on SQLite, 30 to 40 % of a 2 KB save. With ``RECORD_WRITER = "background"`` (the
 default) the save only puts the record on a bounded in-process queue (a ``QueuedRecord``: the
 call that makes its fields, which the writer makes); one daemon thread per process takes them
-off in batches (whatever arrived within ``RECORD_LINGER`` of a batch's
-first record, up to ``RECORD_BATCH_SIZE``) and writes each batch with one ``COPY``
-(PostgreSQL with psycopg 3) or ``executemany`` and one commit on the record alias.
+off in batches (whatever arrived within ``RECORD_LINGER`` of a batch's first record; sooner
+once ``RECORD_BATCH_SIZE`` have) and writes each batch with one ``COPY`` (PostgreSQL with
+psycopg 3) or ``executemany`` and one commit on the record alias.
 Failure records, rejections and stashes never go through here: they stay synchronous and
 durable (``storage.py``, ``records.insert_failure``).
 
@@ -84,6 +84,9 @@ _STOP = object()
 
 # True inside save_with_record(): the caller wants the record now, so it is written inline.
 _written_now: ContextVar[bool] = ContextVar("storage_guard_record_written_now", default=False)
+# False while a batch is written for a caller who waits for it (flush(), stop(), the exit
+# flush): the pauses that leave the GIL to requests would only delay that caller.
+_pausing: ContextVar[bool] = ContextVar("storage_guard_record_pausing", default=True)
 
 
 # ----------------------------------------------------------------- which successes are recorded
@@ -142,7 +145,16 @@ def as_fields(item) -> dict:
 
 # ----------------------------------------------------------------- the writer
 class RecordQueue(queue.Queue):
-    """A bounded FIFO whose ``put_nowait`` (the one call a save makes) runs in one frame."""
+    """A bounded FIFO whose ``put_nowait`` (the one call a save makes) runs in one frame.
+
+    ``ready`` (an event) is set by the put that makes the queue hold ``ready_at`` items: the
+    writer, gathering a batch, has enough to write it without waiting out its linger.
+    """
+
+    def __init__(self, maxsize: int = 0, *, ready: threading.Event | None = None,
+                 ready_at: int = 0) -> None:
+        super().__init__(maxsize)
+        self.ready, self.ready_at = ready, ready_at
 
     def put_nowait(self, item) -> None:
         """``Queue.put(item, block=False)`` without its layers of Python calls."""
@@ -155,6 +167,9 @@ class RecordQueue(queue.Queue):
             # list; a Python without it gets a notify on every put, as queue.Queue does.
             if getattr(self.not_empty, "_waiters", True):
                 self.not_empty.notify()
+            batch_ready = len(self.queue) == self.ready_at
+        if batch_ready and self.ready is not None:
+            self.ready.set()
 
 
 class RecordWriter:
@@ -166,14 +181,16 @@ class RecordWriter:
     def _reset(self) -> None:
         """A fresh, empty writer for this process (at creation and after a fork)."""
         self.pid = os.getpid()
-        self.queue: RecordQueue = RecordQueue(conf.get("RECORD_QUEUE_SIZE"))
         self.batch_size = conf.get("RECORD_BATCH_SIZE")
         self.linger = conf.get("RECORD_LINGER")
+        # set by flush() and stop(), and by the put that completes a batch (the writer holds
+        # its first record): the writer stops gathering and writes what it has
+        self.wake = threading.Event()
+        self.queue: RecordQueue = RecordQueue(conf.get("RECORD_QUEUE_SIZE"), ready=self.wake,
+                                              ready_at=self.batch_size - 1)
         self.thread: threading.Thread | None = None
         self.running = False  # the thread is in _run (cheaper to read than is_alive())
         self.lock = threading.Lock()
-        # set by flush() and stop(): the writer stops gathering and writes what it has
-        self.wake = threading.Event()
         self.flushing = 0  # callers waiting in flush(): no batch waits to gather meanwhile
         self.written = self.lost = self.written_inline = self.batches = 0
 
@@ -254,8 +271,12 @@ class RecordWriter:
 
     def _drain_here(self) -> None:
         """Write what is queued in the calling thread (no writer thread is running)."""
-        while batch := self._take(self.batch_size):
-            self._process(batch)
+        token = _pausing.set(False)
+        try:
+            while batch := self._take(self.batch_size):
+                self._process(batch)
+        finally:
+            _pausing.reset(token)
 
     # ------------------------------------------------------------- the writer thread
     def _run(self) -> None:
@@ -265,6 +286,7 @@ class RecordWriter:
             while not stopped:
                 first = self.queue.get()
                 self._gather(first)
+                _pausing.set(not self.flushing)  # this thread's own context
                 stopped = self._process([first, *self._take(self.batch_size - 1)])
         finally:
             self.running = False
@@ -272,9 +294,11 @@ class RecordWriter:
 
     def _gather(self, first) -> None:
         """Wait ``RECORD_LINGER`` seconds after a batch's first record for more to come (and
-        leave the GIL to the requests): one commit per batch, not per save. ``flush()`` and
-        ``stop()`` cut the wait short."""
-        if first is not _STOP and not self.flushing:
+        leave the GIL to the requests): one commit per batch, not per save. The wait ends
+        sooner when ``RECORD_BATCH_SIZE`` records are at hand (the queue's ``ready``), and
+        ``flush()`` and ``stop()`` cut it short."""
+        if first is not _STOP and not self.flushing \
+                and self.queue.qsize() < self.batch_size - 1:
             self.wake.wait(self.linger)
         self.wake.clear()
 
@@ -382,18 +406,25 @@ def copy_text(connection, rows: list[dict]) -> str:
 
 def _converted(connection, rows: list[dict], *, copy: bool) -> list[tuple]:
     """Each row's values in the table's column order, as ``COPY`` text or as query parameters,
-    ``YIELD_EVERY`` rows at a time with a short sleep between (the GIL goes to the requests).
-    Rows with the same keys (every queued success record has the same) share a ``_Layout``."""
+    ``YIELD_EVERY`` rows at a time with a short sleep between (the GIL goes to the requests),
+    unless someone waits for the batch (``_pausing``). Rows with the same keys (every queued
+    success record has the same) share a ``_Layout``."""
     now = timezone.now()
+    pausing = _pausing.get()
     converted = []
     for start in range(0, len(rows), YIELD_EVERY):
-        if start:
-            time.sleep(YIELD_SECONDS)
+        if start and pausing:
+            _pause()
         some = [_with_times(row, now) for row in rows[start:start + YIELD_EVERY]]
         for keys, same_keys in groupby(some, key=tuple):
             layout = _layout(connection, copy, keys)
             converted.extend(layout.convert(list(same_keys), connection))
     return converted
+
+
+def _pause() -> None:
+    """The short sleep between two stretches of rows: the GIL goes to the requests."""
+    time.sleep(YIELD_SECONDS)
 
 
 def _with_times(row: dict, now: datetime) -> dict:

@@ -9,10 +9,10 @@ to S3, the largest part of the save) and, measured on the 2-core machines of
 ``docs/benchmarks.md``, about 70 µs of CPU for the interim response.
 
 The AWS SDKs that made this a setting send the header only from a size on: 2 MB for Kotlin and
-Go (``ContinueHeaderThresholdBytes``), 1 MB for JavaScript. The guarded storage does the same:
-a request whose body is shorter than ``EXPECT_CONTINUE_BYTES`` (2 MiB) goes without it;
-nothing else about the request changes. A body of unknown length keeps it; ``0`` keeps
-botocore's behaviour.
+Go (``ContinueHeaderThresholdBytes``), 1 MB in the JavaScript SDK v2. The guarded storage
+does the same: a request whose body is shorter than ``EXPECT_CONTINUE_BYTES`` (2 MiB) goes
+without it; nothing else about the request changes. A body of unknown length keeps it; ``0``
+keeps botocore's behaviour.
 """
 
 from __future__ import annotations

@@ -51,13 +51,14 @@ def child(args) -> None:
                                        "background")
     from django.core.files.base import ContentFile
 
+    from storage_guard import conf
     from storage_guard.saving import success_records
 
     if args.arm == "bare-typed":  # bare, with the Content-Type header S3Storage sends
         arm = storage_benchmark.BarePut(args.endpoint, args.bucket, "application/octet-stream")
     elif args.arm == "bare-direct":  # bare, without the Expect: 100-continue handshake
         arm = storage_benchmark.BarePut(args.endpoint, args.bucket,
-                                        expect_continue_bytes=2 * 1024 * 1024)
+                                        expect_continue_bytes=conf.get("EXPECT_CONTINUE_BYTES"))
     else:
         arm = storage_benchmark.build_arms(args.endpoint, args.bucket)[args.arm]
     body = os.urandom(SIZES[args.size])

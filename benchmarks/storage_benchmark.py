@@ -8,7 +8,7 @@ the same rep, with their spread.
 
     .venv/bin/python benchmarks/storage_benchmark.py [--reps 9] [--saves 150]
         [--db sqlite|postgres] [--writer background|inline] [--cpu]
-        [--record-successes all|sample|failures] [--log-level INFO|WARNING]
+        [--record-successes all|sample|none] [--log-level INFO|WARNING]
 
 Recording is on (a SaveAttempt row per guarded save, written by the background writer unless
 ``--writer inline``, and flushed before each guarded rep's clock stops) and the
@@ -175,6 +175,8 @@ def print_cpu(r: dict) -> None:
 
 
 def main() -> int:
+    from storage_guard.options import CHOICES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--saves", type=int, default=150)
@@ -183,7 +185,7 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--cpu", action="store_true",
                         help="also print wall and saving-thread CPU time per save, per arm")
-    parser.add_argument("--record-successes", choices=["all", "sample", "failures"],
+    parser.add_argument("--record-successes", choices=CHOICES["record_successes"],
                         default="all", help="RECORD_SUCCESSES for the guarded arm")
     parser.add_argument("--log-level", choices=["INFO", "WARNING"], default="INFO",
                         help="the storage_guard logger's level (INFO: a line per save)")

@@ -34,9 +34,9 @@ def watch(session, threshold: int) -> None:
 
 
 def _drop_for_small_bodies(threshold: int, params, **kwargs) -> None:
-    """botocore calls this inside every S3 call: it must never raise. Only a body whose
-    length is known and below ``threshold`` loses the header."""
-    headers = params.get("headers") if type(params) is dict else None
+    """botocore calls this with every S3 call's request dict: it must never raise. Only a body
+    whose length is known and below ``threshold`` loses the header."""
+    headers = params.get("headers")
     if not headers or HEADER not in headers:
         return
     try:

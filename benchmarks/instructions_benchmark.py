@@ -9,12 +9,16 @@ record writer's thread included; SeaweedFS and PostgreSQL are other processes an
 
     .venv/bin/python benchmarks/instructions_benchmark.py [--db sqlite|postgres]
         [--size 2KB|1MB] [--saves 200] [--arms bare guarded plain bare-typed bare-direct]
+        [--record-successes all|sample|none] [--log-level INFO|WARNING]
 
 ``bare-typed`` (not run unless named) is the bare arm with the ``Content-Type`` header that
 every ``S3Storage`` save sends and the bare arm does not: what that header alone costs.
 ``bare-direct`` (not run unless named) is the bare arm without botocore's
 ``Expect: 100-continue`` handshake, which the guarded storage leaves out below
 ``EXPECT_CONTINUE_BYTES``: against it, the guarded save's cost is all its own.
+``--record-successes`` and ``--log-level`` configure every arm's process as in
+``storage_benchmark.py`` (only the guarded arm records and logs): what the success record and
+the success line cost, in instructions.
 
 Needs ``valgrind`` (Debian package ``valgrind``). A save is about 50 times slower under
 valgrind, so the writer's batches hold one or two records and its per-batch costs weigh more
@@ -43,12 +47,12 @@ ARMS = ("bare", "guarded", "plain", "bare-typed", "bare-direct")
 
 def child(args) -> None:
     """One arm, run under valgrind: warm up, wait for ``go``, save, flush, say ``done``."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import storage_benchmark
+    import storage_benchmark  # on the path: main() put it there
 
     signals = Path(args.signals)
     storage_benchmark.configure_django(args.db, Path(tempfile.mkdtemp(prefix="sg-ir-")),
-                                       "background")
+                                       "background", successes=args.record_successes,
+                                       log_level=args.log_level)
     from django.core.files.base import ContentFile
 
     from storage_guard import conf
@@ -93,7 +97,8 @@ def count(arm: str, args, endpoint: str, bucket: str) -> float:
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "-q",
                f"--callgrind-out-file={work}/callgrind.%p", sys.executable, __file__, "--child",
                "--arm", arm, "--db", args.db, "--size", args.size, "--saves", str(args.saves),
-               "--endpoint", endpoint, "--bucket", bucket, "--signals", str(work)]
+               "--endpoint", endpoint, "--bucket", bucket, "--signals", str(work),
+               "--record-successes", args.record_successes, "--log-level", args.log_level]
     with open(work / "output.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -121,11 +126,15 @@ def count(arm: str, args, endpoint: str, bucket: str) -> float:
 
 
 def main() -> int:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import storage_benchmark
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--size", choices=list(SIZES), default="2KB")
     parser.add_argument("--saves", type=int, default=200)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]))
+    storage_benchmark.add_recording_arguments(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--arm", "--endpoint", "--bucket", "--signals"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -142,7 +151,8 @@ def main() -> int:
         bucket = f"ir-{uuid.uuid4().hex[:12]}"
         server.create_bucket(bucket)
         results = {arm: count(arm, args, server.endpoint_url, bucket) for arm in args.arms}
-    print(f"database: {args.db}; size: {args.size}; saves counted per arm: {args.saves}")
+    print(f"database: {args.db}; size: {args.size}; saves counted per arm: {args.saves}; "
+          f"successes recorded: {args.record_successes}; logging: {args.log_level}")
     for arm, per_save in results.items():
         ratio = f"{per_save / results['bare']:.3f} x bare" if "bare" in results else ""
         print(f"{arm:>8} {per_save / 1e6:8.2f} M instructions per save  {ratio}")

@@ -174,9 +174,17 @@ def print_cpu(r: dict) -> None:
           "saving thread", flush=True)
 
 
-def main() -> int:
+def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--record-successes`` and ``--log-level``: the guarded arm's recording and logging."""
     from storage_guard.options import CHOICES
 
+    parser.add_argument("--record-successes", choices=CHOICES["record_successes"],
+                        default="all", help="RECORD_SUCCESSES for the guarded arm")
+    parser.add_argument("--log-level", choices=["INFO", "WARNING"], default="INFO",
+                        help="the storage_guard logger's level (INFO: a line per save)")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--saves", type=int, default=150)
@@ -185,10 +193,7 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--cpu", action="store_true",
                         help="also print wall and saving-thread CPU time per save, per arm")
-    parser.add_argument("--record-successes", choices=CHOICES["record_successes"],
-                        default="all", help="RECORD_SUCCESSES for the guarded arm")
-    parser.add_argument("--log-level", choices=["INFO", "WARNING"], default="INFO",
-                        help="the storage_guard logger's level (INFO: a line per save)")
+    add_recording_arguments(parser)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="storage-guard-bench-"))
     configure_django(args.db, workdir, args.writer, successes=args.record_successes,

@@ -422,15 +422,55 @@ def test_a_full_batch_is_written_without_waiting_out_the_linger(background_write
         writer.submit(fields(f"full/{number:02d}"))
 
     deadline = time.monotonic() + 30  # far less than the linger: no flush, no stop
-    while writer.written < 19 and time.monotonic() < deadline:
+    while writer.written < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
-    # Two batches of (about: the put that completes one may land before the writer has taken
-    # its first record) ten; the rest waits for the linger.
-    assert 19 <= writer.written <= 20 and writer.batches == 2
+    # Two full batches of ten, however the puts and the writer interleave; the rest waits
+    # for the linger.
+    assert writer.written == 20 and writer.batches == 2
     assert len(names("full/")) == writer.written
 
     assert writer.flush(timeout=30)
     assert writer.batches == 3 and names("full/") == [f"full/{n:02d}" for n in range(25)]
+
+
+def test_a_wake_up_from_before_a_batch_does_not_cut_its_gathering_short(background_writer):
+    """The queue reaching a batch's worth while the last batch was being written sets the
+    writer's wake-up; the next batch, begun once the queue has drained, still waits for its
+    records (or its linger) instead of being written with one."""
+    writer = background_writer(RECORD_LINGER=60, RECORD_BATCH_SIZE=10)
+    for number in range(9):  # no thread: as if queued while the writer wrote a batch
+        writer.queue.put_nowait(fields(f"stale/{number:02d}"))
+    assert writer.wake.is_set()
+    leftover = writer._take(9)
+    first = fields("stale/first")
+
+    gathering = threading.Thread(target=writer._gather, args=(first,))
+    gathering.start()
+    waiting = writer.wake._cond._waiters
+    deadline = time.monotonic() + 30
+    while gathering.is_alive() and not waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gathering.is_alive() and waiting  # it waits, not the stale wake-up
+
+    for number in range(9):  # a batch's worth: the put that completes it ends the wait
+        writer.queue.put_nowait(fields(f"stale/{number + 9:02d}"))
+    gathering.join(30)
+    assert not gathering.is_alive()
+    for _item in leftover:
+        writer.queue.task_done()
+    assert writer.flush(timeout=30)
+
+
+@pytest.mark.parametrize("state", ["flushing", "stopping"])
+def test_a_flush_or_a_stop_under_way_ends_the_gathering(background_writer, state):
+    """What flush() and stop() set before they wake the writer is read again once a stale
+    wake-up is forgotten: a batch begun while either is under way does not linger."""
+    writer = background_writer(RECORD_LINGER=60)
+    setattr(writer, state, 1 if state == "flushing" else True)
+    gathering = threading.Thread(target=writer._gather, args=(fields("ending/0"),))
+    gathering.start()
+    gathering.join(30)  # far less than the linger
+    assert not gathering.is_alive()
 
 
 def test_a_batch_written_for_a_waiting_flush_does_not_pause(background_writer, monkeypatch):
@@ -443,7 +483,7 @@ def test_a_batch_written_for_a_waiting_flush_does_not_pause(background_writer, m
     for number in range(rows):  # a full batch: written by the thread, nobody waiting
         writer.submit(fields(f"pause/{number:02d}"))
     deadline = time.monotonic() + 30
-    while writer.written < rows - 1 and time.monotonic() < deadline:
+    while writer.written < rows and time.monotonic() < deadline:
         time.sleep(0.01)
     assert writer.batches == 1 and len(pauses) == 2  # between three stretches of rows
 

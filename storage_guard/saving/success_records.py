@@ -184,7 +184,7 @@ class RecordWriter:
         self.batch_size = conf.get("RECORD_BATCH_SIZE")
         self.linger = conf.get("RECORD_LINGER")
         # set by flush() and stop(), and by the put that completes a batch (the writer holds
-        # its first record): the writer stops gathering and writes what it has
+        # its first record): the writer stops gathering and writes what it has (_gather)
         self.wake = threading.Event()
         self.queue: RecordQueue = RecordQueue(conf.get("RECORD_QUEUE_SIZE"), ready=self.wake,
                                               ready_at=self.batch_size - 1)
@@ -192,6 +192,7 @@ class RecordWriter:
         self.running = False  # the thread is in _run (cheaper to read than is_alive())
         self.lock = threading.Lock()
         self.flushing = 0  # callers waiting in flush(): no batch waits to gather meanwhile
+        self.stopping = False  # stop() has queued the end: no batch waits to gather either
         self.written = self.lost = self.written_inline = self.batches = 0
 
     # ------------------------------------------------------------- the caller's side
@@ -261,6 +262,7 @@ class RecordWriter:
         flushed = self.flush(timeout)
         thread = self.thread
         if thread is not None and thread.is_alive() and self.pid == os.getpid():
+            self.stopping = True
             try:
                 self.queue.put(_STOP, timeout=timeout)
                 self.wake.set()  # a batch gathering behind it is written now
@@ -296,10 +298,18 @@ class RecordWriter:
         """Wait ``RECORD_LINGER`` seconds after a batch's first record for more to come (and
         leave the GIL to the requests): one commit per batch, not per save. The wait ends
         sooner when ``RECORD_BATCH_SIZE`` records are at hand (the queue's ``ready``), and
-        ``flush()`` and ``stop()`` cut it short."""
-        if first is not _STOP and not self.flushing \
-                and self.queue.qsize() < self.batch_size - 1:
-            self.wake.wait(self.linger)
+        ``flush()`` and ``stop()`` cut it short.
+
+        A wake-up from before this batch's first record (the queue passing ``ready_at`` while
+        the last batch was written, a flush that found nothing to wait for) would end this
+        wait with a batch of a few records: it is forgotten first, and what it stood for is
+        read from the state each waker sets before it sets the event.
+        """
+        if first is not _STOP:
+            self.wake.clear()
+            if not (self.flushing or self.stopping
+                    or self.queue.qsize() >= self.queue.ready_at):
+                self.wake.wait(self.linger)
         self.wake.clear()
 
     def _take(self, most: int) -> list:
